@@ -1,0 +1,3 @@
+"""Weft's node agent: sources -> desired-state model -> diff -> BPF map writers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""The agent's main loop: source -> model -> datapath, plus flows and the API.
+
+The loop polls its source, applies the events to the model and reconciles the
+datapath whenever anything changed, and every few seconds regardless (a pod
+interface may appear after its manifest). The datapath outlives the agent:
+stopping the agent leaves programs attached and maps pinned, so traffic keeps
+flowing through a restart; --cleanup-on-exit removes both.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import IPRoute
+
+from . import __version__
+from .api import server as api_server
+from .api.weft import agent_pb2
+from .datapath import preflight
+from .datapath.endpoints import EndpointManager
+from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
+from .model.cluster import Cluster
+from .observe.decode import FlowDecoder
+from .observe.reader import FlowReader
+from .observe.store import FlowStore
+from .sources.manifests import ManifestDir
+
+log = logging.getLogger("weft.agent")
+
+RESYNC_S = 2.0
+
+
+@dataclass
+class AgentOptions:
+    node_name: str
+    manifests: Path
+    listen: str
+    datapath: DatapathConfig
+    flow_buffer: int = 4095
+    poll_interval: float = 0.2
+    cleanup_on_exit: bool = False
+
+
+class Agent:
+    def __init__(self, options: AgentOptions):
+        self.options = options
+        self.cluster = Cluster(options.node_name)
+        self.source = ManifestDir(options.manifests)
+        self.store = FlowStore(options.node_name, options.flow_buffer)
+        self.stopping = threading.Event()
+        self.ready = False
+        self.synced_generation = 0
+        self.started = time.monotonic_ns()
+        self.ipr = IPRoute()
+        self._ifnames: dict[int, str] = {}
+
+    def ifname(self, ifindex: int) -> str:
+        if ifindex not in self._ifnames:
+            links = self.ipr.get_links(ifindex) if ifindex else []
+            self._ifnames[ifindex] = links[0].get_attr("IFLA_IFNAME") if links else ""
+        return self._ifnames[ifindex]
+
+    def status(self) -> agent_pb2.StatusResponse:
+        endpoints = [
+            agent_pb2.Endpoint(
+                id=ep.record.ep_id, namespace=ep.pod.namespace, pod_name=ep.pod.name,
+                ipv4=ep.pod.ip, interface=ep.ifname, ifindex=ep.ifindex, attached=ep.attached,
+            )
+            for ep in sorted(self.endpoints.endpoints.values(), key=lambda e: e.pod.key)
+        ] if self.ready else []
+        errors = list(self.source.errors) + (list(self.endpoints.errors) if self.ready else [])
+        return agent_pb2.StatusResponse(
+            node_name=self.options.node_name, version=__version__, ready=self.ready,
+            synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
+            pin_dir=str(self.options.datapath.pin_dir),
+            uptime_ns=time.monotonic_ns() - self.started,
+        )
+
+    def run(self) -> int:
+        preflight.check_all()
+        t0 = time.monotonic()
+        self.programs = PodPrograms(self.options.datapath)
+        log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
+                 time.monotonic() - t0, self.options.datapath.pin_dir)
+        self.endpoints = EndpointManager(self.programs, self.ipr)
+        decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname)
+        self.reader = FlowReader(self.programs.bpf, decoder, self.store)
+        self.server = api_server.serve(self.options.listen, self.store, self.status)
+        log.info("listening on %s", self.options.listen)
+        self.reader.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        next_resync = 0.0
+        while not self.stopping.is_set():
+            events = self.source.poll()
+            now = time.monotonic()
+            if events is not None or now >= next_resync or self.endpoints.errors:
+                if events:
+                    self.cluster.apply_all(events)
+                    self._ifnames.clear()
+                self.endpoints.sync(self.cluster.local_endpoints())
+                self.synced_generation = self.source.generation
+                self.ready = True
+                next_resync = now + RESYNC_S
+            self.stopping.wait(self.options.poll_interval)
+
+    def _shutdown(self) -> None:
+        log.info("stopping")
+        self.server.stop(grace=1)
+        self.reader.stop()
+        self.reader.join(timeout=2)
+        if self.options.cleanup_on_exit:
+            self.endpoints.detach_all()
+            self.programs.close()
+            unpin_node(self.options.node_name, self.options.datapath.pin_root)
+            log.info("detached every program and removed the pins")
+        else:
+            log.info("datapath left in place: programs stay attached, maps stay pinned")

@@ -1,0 +1,1 @@
+"""The kernel side: compiling and loading bpf/, attaching programs, writing maps."""

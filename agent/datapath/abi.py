@@ -1,0 +1,31 @@
+"""Where the datapath pins its maps, versioned by the ABI number in bpf/lib/abi.h."""
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+from bpf import SOURCE_DIR
+
+PIN_ROOT = Path("/sys/fs/bpf/weft")
+
+
+@cache
+def abi_version() -> int:
+    """The ABI version, read from the one header that defines it."""
+    text = (SOURCE_DIR / "lib" / "abi.h").read_text()
+    match = re.search(r"^#define\s+WEFT_ABI_VERSION\s+(\d+)\s*$", text, re.M)
+    if not match:
+        raise RuntimeError("bpf/lib/abi.h defines no WEFT_ABI_VERSION")
+    return int(match.group(1))
+
+
+def node_pin_root(node: str, root: Path = PIN_ROOT) -> Path:
+    """Everything a node's agent pins, across ABI versions."""
+    if not node or "/" in node or node in (".", ".."):
+        raise ValueError(f"invalid node name for a pin directory: {node!r}")
+    return root / node
+
+
+def pin_dir(node: str, root: Path = PIN_ROOT) -> Path:
+    return node_pin_root(node, root) / f"v{abi_version()}"

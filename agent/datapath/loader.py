@@ -1,0 +1,121 @@
+"""Compiles bpf/ with BCC, pins its maps per node and hands out program fds.
+
+BCC raises a bare Exception on a compile failure and writes the compiler's
+message to fd 2; the loader captures that output and raises a CompileError
+naming the source and cflags, so the agent's log says what went wrong.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpf import SOURCE_DIR
+
+from . import abi
+from .errors import CompileError, DatapathError
+from .unit import translation_unit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatapathConfig:
+    """Compile-time configuration, passed to the C code as -D flags."""
+
+    node: str
+    pin_root: Path = abi.PIN_ROOT
+    ct_map_size: int = 65536
+    endpoint_map_size: int = 1024
+    flow_ring_pages: int = 256  # a power of two
+
+    @property
+    def pin_dir(self) -> Path:
+        return abi.pin_dir(self.node, self.pin_root)
+
+    def cflags(self) -> list[str]:
+        if self.flow_ring_pages & (self.flow_ring_pages - 1):
+            raise DatapathError(f"flow ring pages must be a power of two, not {self.flow_ring_pages}")
+        return [
+            f'-DWEFT_PIN_DIR="{self.pin_dir}"',
+            f"-DWEFT_CT_MAP_SIZE={self.ct_map_size}",
+            f"-DWEFT_ENDPOINT_MAP_SIZE={self.endpoint_map_size}",
+            f"-DWEFT_FLOW_RING_PAGES={self.flow_ring_pages}",
+        ]
+
+
+@contextmanager
+def _captured_stderr():
+    """Redirect fd 2 (where clang writes) into a temporary file for the block."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        output: list[str] = []
+        try:
+            yield output
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            output.append(sink.read().decode(errors="replace"))
+
+
+def compile_source(source: Path, cflags: list[str]):
+    """Compile one program of bpf/ with BCC; return the BPF object."""
+    from bcc import BPF
+
+    text = translation_unit(source, [SOURCE_DIR])
+    output: list[str] = []
+    try:
+        with _captured_stderr() as output:
+            bpf = BPF(text=text.encode(), cflags=cflags)
+    except Exception as exc:  # BCC raises a bare Exception
+        text = "".join(output) or str(exc)
+        raise CompileError(source.name, cflags, text) from None
+    warnings = "".join(output).strip()
+    if warnings:
+        log.debug("compiler output for %s:\n%s", source.name, warnings)
+    return bpf
+
+
+class PodPrograms:
+    """tc_pod.c compiled and loaded: the from-pod and to-pod programs and their maps."""
+
+    SOURCE = SOURCE_DIR / "tc_pod.c"
+    FROM_POD = "from_pod"
+    TO_POD = "to_pod"
+
+    def __init__(self, config: DatapathConfig):
+        from bcc import BPF
+
+        self.config = config
+        config.pin_dir.mkdir(parents=True, exist_ok=True)
+        self.bpf = compile_source(self.SOURCE, config.cflags())
+        try:
+            self.from_pod = self.bpf.load_func(self.FROM_POD, BPF.SCHED_CLS)
+            self.to_pod = self.bpf.load_func(self.TO_POD, BPF.SCHED_CLS)
+        except Exception as exc:
+            raise DatapathError(f"the kernel rejected a program of {self.SOURCE.name}: {exc}") from None
+
+    def table(self, name: str):
+        return self.bpf[name]
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def unpin_node(node: str, pin_root: Path = abi.PIN_ROOT) -> bool:
+    """Remove every pin of a node, all ABI versions. True if anything was removed."""
+    root = abi.node_pin_root(node, pin_root)
+    if not root.exists():
+        return False
+    shutil.rmtree(root)
+    try:
+        pin_root.rmdir()  # only when no other node is left
+    except OSError:
+        pass
+    return True

@@ -1,0 +1,68 @@
+"""mesh-agent: the Weft node agent (contract: see DESIGN.md)."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .datapath import abi
+from .datapath.errors import DatapathError
+from .datapath.loader import DatapathConfig
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--node-name", required=True, help="This node's name, as Kubernetes knows it.")
+@click.option("--manifests", type=click.Path(file_okay=False, path_type=Path),
+              help="Read cluster state from this directory of YAML manifests.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False, path_type=Path),
+              help="Watch the Kubernetes API with this kubeconfig.")
+@click.option("--in-cluster", is_flag=True, help="Watch the Kubernetes API from inside a pod.")
+@click.option("--listen", default=None,
+              help="gRPC address: unix:///path or host:port [unix:///var/run/weft/<node>/agent.sock].")
+@click.option("--pin-root", type=click.Path(path_type=Path), default=abi.PIN_ROOT, show_default=True,
+              help="bpffs directory under which <node>/v<abi>/ holds the pinned maps.")
+@click.option("--ct-map-size", default=65536, show_default=True, help="Conntrack entries.")
+@click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
+@click.option("--flow-ring-pages", default=256, show_default=True,
+              help="Pages of the kernel flow ring buffer (a power of two).")
+@click.option("--flow-buffer", default=4095, show_default=True, help="Recent flows kept in memory.")
+@click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between source polls.")
+@click.option("--cleanup-on-exit", is_flag=True,
+              help="On exit detach programs and remove pins (default: leave the datapath running).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
+         endpoint_map_size, flow_ring_pages, flow_buffer, poll_interval, cleanup_on_exit, log_level):
+    """Run the Weft datapath agent on one node."""
+    logging.basicConfig(level=log_level.upper(),
+                        format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
+    sources = [s for s in (manifests, kubeconfig, in_cluster) if s]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one source: --manifests DIR, --kubeconfig PATH or --in-cluster")
+    if manifests is None:
+        raise click.UsageError("this build of Weft reads --manifests only; the Kubernetes API source "
+                               "is not part of it yet")
+    from .daemon import Agent, AgentOptions
+
+    options = AgentOptions(
+        node_name=node_name,
+        manifests=manifests,
+        listen=listen or f"unix:///var/run/weft/{node_name}/agent.sock",
+        datapath=DatapathConfig(node=node_name, pin_root=pin_root, ct_map_size=ct_map_size,
+                                endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages),
+        flow_buffer=flow_buffer,
+        poll_interval=poll_interval,
+        cleanup_on_exit=cleanup_on_exit,
+    )
+    try:
+        sys.exit(Agent(options).run())
+    except DatapathError as exc:
+        logging.getLogger("weft.agent").error("%s", exc)
+        click.echo(f"mesh-agent: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

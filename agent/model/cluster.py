@@ -1,0 +1,165 @@
+"""The desired state of the cluster as this node needs it: pure Python, no kernel.
+
+The model consumes source events and answers the questions the datapath and
+the flow decoder ask: which pods live on this node (its endpoints), and who
+owns an IP address.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from ..sources.events import Event, EventType
+from ..sources.objects import ObjectKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    port: int
+    protocol: str = "TCP"
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Pod:
+    namespace: str
+    name: str
+    node: str = ""
+    ip: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
+    phase: str = "Pending"
+    workload: Workload | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    @property
+    def running(self) -> bool:
+        return self.phase == "Running" and bool(self.ip)
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    internal_ip: str = ""
+    pod_cidr: str = ""
+
+
+def _workload(meta: dict) -> Workload | None:
+    for owner in meta.get("ownerReferences") or []:
+        kind, name = owner.get("kind"), owner.get("name", "")
+        if kind == "ReplicaSet" and "-" in name:
+            return Workload("Deployment", name.rsplit("-", 1)[0])
+        if kind:
+            return Workload(kind, name)
+    return None
+
+
+def _valid_ip(value: str | None) -> str:
+    if not value:
+        return ""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        return ""
+
+
+def pod_from_object(obj: dict) -> Pod:
+    meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+    ports = []
+    for container in spec.get("containers") or []:
+        for p in container.get("ports") or []:
+            if isinstance(p, dict) and isinstance(p.get("containerPort"), int):
+                ports.append(ContainerPort(p["containerPort"], p.get("protocol", "TCP"), p.get("name", "")))
+    return Pod(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        node=spec.get("nodeName") or "",
+        ip=_valid_ip(status.get("podIP")),
+        labels=tuple(sorted((meta.get("labels") or {}).items())),
+        ports=tuple(ports),
+        phase=status.get("phase") or "Pending",
+        workload=_workload(meta),
+    )
+
+
+def node_from_object(obj: dict) -> Node:
+    status, spec = obj.get("status") or {}, obj.get("spec") or {}
+    ip = ""
+    for addr in status.get("addresses") or []:
+        if addr.get("type") == "InternalIP":
+            ip = _valid_ip(addr.get("address"))
+    return Node(obj["metadata"]["name"], ip, spec.get("podCIDR") or "")
+
+
+@dataclass
+class Cluster:
+    """Cluster state built from events; this node's view of it."""
+
+    node_name: str
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    nodes: dict[str, Node] = field(default_factory=dict)
+    objects: dict[ObjectKey, dict] = field(default_factory=dict)
+    _by_ip: dict[str, Pod] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> None:
+        key, obj = event.key, event.obj
+        if event.type is EventType.DELETED:
+            self.objects.pop(key, None)
+        else:
+            self.objects[key] = obj
+        handler = getattr(self, f"_apply_{key.kind.lower()}", None)
+        if handler:
+            handler(event)
+
+    def apply_all(self, events: list[Event]) -> None:
+        for event in events:
+            self.apply(event)
+
+    def _apply_namespace(self, event: Event) -> None:
+        name = event.key.name
+        if event.type is EventType.DELETED:
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[name] = dict(event.obj["metadata"].get("labels") or {})
+
+    def _apply_pod(self, event: Event) -> None:
+        key = f"{event.key.namespace}/{event.key.name}"
+        old = self.pods.pop(key, None)
+        if old and old.ip and self._by_ip.get(old.ip) is old:
+            del self._by_ip[old.ip]
+        if event.type is EventType.DELETED:
+            return
+        pod = pod_from_object(event.obj)
+        self.pods[key] = pod
+        if pod.ip:
+            self._by_ip[pod.ip] = pod
+
+    def _apply_node(self, event: Event) -> None:
+        if event.type is EventType.DELETED:
+            self.nodes.pop(event.key.name, None)
+        else:
+            self.nodes[event.key.name] = node_from_object(event.obj)
+
+    def local_endpoints(self) -> dict[str, Pod]:
+        """Running pods scheduled on this node, with an IP: what the datapath serves."""
+        return {k: p for k, p in self.pods.items() if p.node == self.node_name and p.running}
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return self._by_ip.get(ip)

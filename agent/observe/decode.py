@@ -1,0 +1,128 @@
+"""Turns datapath flow events into Hubble Flow messages, enriched from the model.
+
+The event's layout is BCC's type for struct flow_event (bpf/lib/flow.h).
+Numbers the datapath reports (verdict, drop reason, direction) are already
+Hubble's, so they pass straight through.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import time
+import uuid
+from typing import Callable
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.protobuf.wrappers_pb2 import BoolValue
+
+from ..api.flow import flow_pb2 as pb
+from ..model.cluster import Cluster, Pod
+
+# Cilium's monitor message types and trace sub-types.
+MSG_DROP = 1
+MSG_TRACE = 4
+TRACE_TO_LXC = 0
+TRACE_FROM_LXC = 5
+
+EVENT_NEW = 1
+EVENT_DROP = 2
+
+DIR_INGRESS = 1  # to the pod
+DIR_EGRESS = 2   # from the pod
+
+# Reserved identities (DESIGN.md).
+IDENTITY_HOST = 1
+IDENTITY_WORLD = 2
+IDENTITY_REMOTE_NODE = 6
+
+TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
+
+
+def monotonic_to_wall_offset_ns() -> int:
+    """Add to a CLOCK_MONOTONIC (bpf_ktime_get_ns) stamp to get wall-clock ns."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+def _ip(be32: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", be32))
+
+
+def tcp_flags(bits: int) -> pb.TCPFlags:
+    return pb.TCPFlags(**{name: True for i, name in enumerate(TCP_FLAG_NAMES) if bits & (1 << i)})
+
+
+class FlowDecoder:
+    def __init__(self, node_name: str, cluster: Cluster, ifname: Callable[[int], str]):
+        self.node_name = node_name
+        self.cluster = cluster
+        self.ifname = ifname
+        self.offset_ns = monotonic_to_wall_offset_ns()
+
+    def endpoint(self, ip: str, ep_id: int) -> pb.Endpoint:
+        pod = self.cluster.pod_by_ip(ip)
+        if pod is not None:
+            return self._pod_endpoint(pod, ep_id)
+        node = self.cluster.nodes.get(self.node_name)
+        if node and node.internal_ip == ip:
+            return pb.Endpoint(identity=IDENTITY_HOST, labels=["reserved:host"])
+        if any(n.internal_ip == ip for n in self.cluster.nodes.values()):
+            return pb.Endpoint(identity=IDENTITY_REMOTE_NODE, labels=["reserved:remote-node"])
+        return pb.Endpoint(identity=IDENTITY_WORLD, labels=["reserved:world"])
+
+    @staticmethod
+    def _pod_endpoint(pod: Pod, ep_id: int) -> pb.Endpoint:
+        ep = pb.Endpoint(
+            ID=ep_id,
+            namespace=pod.namespace,
+            pod_name=pod.name,
+            labels=[f"k8s:{k}={v}" for k, v in pod.labels],
+        )
+        if pod.workload:
+            ep.workloads.add(name=pod.workload.name, kind=pod.workload.kind)
+        return ep
+
+    def decode(self, ev) -> pb.Flow:
+        saddr, daddr = _ip(ev.saddr), _ip(ev.daddr)
+        flow = pb.Flow(
+            uuid=str(uuid.uuid4()),
+            verdict=ev.verdict,
+            IP=pb.IP(source=saddr, destination=daddr, ipVersion=pb.IPv4),
+            Type=pb.L3_L4,
+            node_name=self.node_name,
+            traffic_direction=ev.direction,
+            is_reply=BoolValue(value=bool(ev.is_reply)),
+            interface=pb.NetworkInterface(index=ev.ifindex, name=self.ifname(ev.ifindex)),
+        )
+        flow.time.CopyFrom(_timestamp(ev.ktime_ns + self.offset_ns))
+        if ev.proto == socket.IPPROTO_TCP:
+            flow.l4.TCP.CopyFrom(pb.TCP(source_port=ev.sport, destination_port=ev.dport,
+                                        flags=tcp_flags(ev.tcp_flags)))
+        elif ev.proto == socket.IPPROTO_UDP:
+            flow.l4.UDP.CopyFrom(pb.UDP(source_port=ev.sport, destination_port=ev.dport))
+        elif ev.proto == socket.IPPROTO_ICMP:
+            flow.l4.ICMPv4.CopyFrom(pb.ICMPv4(type=ev.dport >> 8, code=ev.dport & 0xFF))
+        # the local endpoint is the destination on ingress, the source on egress
+        src_ep = ev.ep_id if ev.direction == DIR_EGRESS else 0
+        dst_ep = ev.ep_id if ev.direction == DIR_INGRESS else 0
+        flow.source.CopyFrom(self.endpoint(saddr, src_ep))
+        flow.destination.CopyFrom(self.endpoint(daddr, dst_ep))
+        if ev.kind == EVENT_DROP:
+            flow.drop_reason = ev.drop_reason
+            flow.drop_reason_desc = ev.drop_reason
+            flow.event_type.type = MSG_DROP
+            flow.event_type.sub_type = ev.drop_reason
+        else:
+            flow.event_type.type = MSG_TRACE
+            if ev.direction == DIR_INGRESS:
+                flow.event_type.sub_type = TRACE_TO_LXC
+                flow.trace_observation_point = pb.TO_ENDPOINT
+            else:
+                flow.event_type.sub_type = TRACE_FROM_LXC
+                flow.trace_observation_point = pb.FROM_ENDPOINT
+        return flow
+
+
+def _timestamp(ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts

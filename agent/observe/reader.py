@@ -1,0 +1,59 @@
+"""Drains the datapath's flow ring buffer on a thread of its own.
+
+ring_buffer_poll() keeps draining while the producer outruns it, so nothing
+else runs on this thread. Reserve failures in the kernel are counted by the
+datapath (weft_flow_lost); the reader turns increases into LostEvents.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..api.flow import flow_pb2
+from .decode import FlowDecoder
+from .store import FlowStore
+
+log = logging.getLogger(__name__)
+
+
+class FlowReader(threading.Thread):
+    POLL_MS = 100
+    LOST_CHECK_S = 1.0
+
+    def __init__(self, bpf, decoder: FlowDecoder, store: FlowStore):
+        super().__init__(name="flow-reader", daemon=True)
+        self.bpf = bpf
+        self.decoder = decoder
+        self.store = store
+        self.ring = bpf["weft_flows"]
+        self.lost_table = bpf["weft_flow_lost"]
+        self.lost_reported = self.kernel_lost()
+        self.decode_errors = 0
+        self._stopping = threading.Event()
+        self.ring.open_ring_buffer(self._on_event)
+
+    def kernel_lost(self) -> int:
+        return sum(self.lost_table[self.lost_table.Key(0)])
+
+    def _on_event(self, ctx, data, size) -> int:
+        try:
+            self.store.add_flow(self.decoder.decode(self.ring.event(data)))
+        except Exception:  # a bad record must not stop the reader
+            self.decode_errors += 1
+            log.exception("cannot decode a flow event")
+        return 0
+
+    def run(self) -> None:
+        next_check = time.monotonic() + self.LOST_CHECK_S
+        while not self._stopping.is_set():
+            self.bpf.ring_buffer_poll(self.POLL_MS)
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.LOST_CHECK_S
+                lost = self.kernel_lost()
+                if lost > self.lost_reported:
+                    self.store.add_lost(flow_pb2.PERF_EVENT_RING_BUFFER, lost - self.lost_reported)
+                    self.lost_reported = lost
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,127 @@
+"""The manifests source: a directory of multi-document YAML, watched for changes.
+
+Each poll compares the directory's listing (names, sizes, mtimes) with the last
+one and rereads only when it changed. A file that fails to parse keeps the
+objects it last yielded, so a half-saved edit does not delete running pods; an
+invalid object is skipped. Both are reported with the file and document.
+
+A directory maintained by a program (the lab) may hold a `.generation` file
+with a counter that the program bumps after every change; it is read before the
+manifests, so "synced generation N" means every change up to N was seen.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .events import Event, diff
+from .objects import ManifestError, ObjectKey, validate
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".yaml", ".yml", ".json")
+GENERATION_FILE = ".generation"
+
+
+def parse_text(text: str, origin: str) -> tuple[dict[ObjectKey, dict], list[str]]:
+    """Every valid object of one multi-document YAML text, and an error per bad one.
+
+    Raises ManifestError when the text is not YAML at all.
+    """
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise ManifestError(origin, f"not valid YAML: {exc}") from None
+    objects: dict[ObjectKey, dict] = {}
+    errors: list[str] = []
+    for index, doc in enumerate(docs, start=1):
+        if doc is None:  # an empty document between two ---
+            continue
+        where = f"{origin}, document {index}"
+        items = doc.get("items") if isinstance(doc, dict) and doc.get("kind") == "List" else [doc]
+        for item in items or []:
+            try:
+                key, obj = validate(item, where)
+            except ManifestError as exc:
+                errors.append(str(exc))
+                continue
+            if key in objects:
+                errors.append(f"{where}: {key} is declared twice; the first one is used")
+                continue
+            objects[key] = obj
+    return objects, errors
+
+
+def parse_file(path: Path) -> tuple[dict[ObjectKey, dict], list[str]]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ManifestError(str(path), f"cannot read: {exc.strerror}") from None
+    return parse_text(text, str(path))
+
+
+@dataclass
+class ManifestDir:
+    path: Path
+    _listing: tuple = field(default=(), init=False)
+    _per_file: dict[str, dict[ObjectKey, dict]] = field(default_factory=dict, init=False)
+    _state: dict[ObjectKey, dict] = field(default_factory=dict, init=False)
+    errors: list[str] = field(default_factory=list, init=False)
+    generation: int = field(default=0, init=False)
+
+    def _scan(self) -> tuple:
+        entries = []
+        try:
+            with os.scandir(self.path) as it:
+                for entry in it:
+                    if entry.name.endswith(SUFFIXES) or entry.name == GENERATION_FILE:
+                        st = entry.stat()
+                        entries.append((entry.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            pass
+        return tuple(sorted(entries))
+
+    def _read_generation(self) -> int:
+        try:
+            return int((self.path / GENERATION_FILE).read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def poll(self) -> list[Event] | None:
+        """Events since the last poll, or None when the directory has not changed."""
+        listing = self._scan()
+        if listing == self._listing and self._listing:
+            return None
+        self._listing = listing
+        generation = self._read_generation()
+        errors: list[str] = []
+        per_file: dict[str, dict[ObjectKey, dict]] = {}
+        for name, *_ in listing:
+            if name == GENERATION_FILE:
+                continue
+            try:
+                per_file[name], file_errors = parse_file(self.path / name)
+                errors.extend(file_errors)
+            except ManifestError as exc:
+                errors.append(f"{exc}; keeping what it held before")
+                per_file[name] = self._per_file.get(name, {})
+        state: dict[ObjectKey, dict] = {}
+        for name in sorted(per_file):
+            for key, obj in per_file[name].items():
+                if key in state:
+                    errors.append(f"{self.path / name}: {key} is also declared in another file; ignored here")
+                    continue
+                state[key] = obj
+        for message in errors:
+            if message not in self.errors:
+                log.error("%s", message)
+        self.errors = errors
+        self._per_file = per_file
+        events = diff(self._state, state)
+        self._state = state
+        self.generation = generation
+        return events

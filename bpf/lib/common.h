@@ -1,0 +1,56 @@
+/* Types, enums and compile-time configuration shared by every Weft program.
+ *
+ * Enum values that reach userspace (verdicts, drop reasons, directions) are
+ * Hubble's numbers, so flow records need no translation table.
+ */
+#ifndef WEFT_COMMON_H
+#define WEFT_COMMON_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/icmp.h>
+
+#include "abi.h"
+
+/* The agent passes the per-node pin directory as -DWEFT_PIN_DIR="\"...\"". */
+#ifndef WEFT_PIN_DIR
+#error "WEFT_PIN_DIR must be set by the loader"
+#endif
+#define WEFT_PIN(name) WEFT_PIN_DIR "/" #name
+
+#ifndef WEFT_CT_MAP_SIZE
+#define WEFT_CT_MAP_SIZE 65536
+#endif
+#ifndef WEFT_ENDPOINT_MAP_SIZE
+#define WEFT_ENDPOINT_MAP_SIZE 1024
+#endif
+#ifndef WEFT_FLOW_RING_PAGES
+#define WEFT_FLOW_RING_PAGES 256
+#endif
+
+/* Hubble's flow.Verdict. */
+enum weft_verdict {
+	VERDICT_FORWARDED = 1,
+	VERDICT_DROPPED = 2,
+};
+
+/* Hubble's flow.TrafficDirection, seen from the pod the program serves. */
+enum weft_direction {
+	DIR_INGRESS = 1, /* towards the pod: to-pod */
+	DIR_EGRESS = 2,  /* away from the pod: from-pod */
+};
+
+/* Hubble's flow.DropReason (Cilium's bpf/lib/common.h numbers). 0 = not a drop. */
+enum weft_drop_reason {
+	REASON_FORWARDED = 0,
+	DROP_INVALID_PACKET = 134,
+	DROP_CT_INVALID_HDR = 135,
+	DROP_CT_CREATE_FAILED = 155,
+};
+
+#endif

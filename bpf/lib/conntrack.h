@@ -1,0 +1,143 @@
+/* Connection tracking, per direction of opening, seen from the local pod.
+ *
+ * A key holds the tuple of the packet that opened the connection and whether
+ * the pod received it (DIR_INGRESS) or sent it (DIR_EGRESS). A packet is a
+ * reply when the reversed tuple was opened in the other direction. Two pods on
+ * one node thus get an entry each, as two endpoints should.
+ * Lifetimes are CLOCK_MONOTONIC seconds, as Cilium's are.
+ */
+#ifndef WEFT_CONNTRACK_H
+#define WEFT_CONNTRACK_H
+
+#include "common.h"
+#include "parse.h"
+
+#define CT_LIFETIME_TCP_SYN     60
+#define CT_LIFETIME_TCP         21600
+#define CT_LIFETIME_TCP_CLOSING 10
+#define CT_LIFETIME_NONTCP      60
+
+#define TCP_FLAG_FIN 0x01
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_RST 0x04
+
+struct ct_key {
+	u32 saddr;
+	u32 daddr;
+	u16 sport;
+	u16 dport;
+	u8  proto;
+	u8  dir;
+	u16 pad;
+};
+
+struct ct_entry {
+	u64 expires;    /* monotonic seconds */
+	u64 packets;
+	u64 bytes;
+	u8  seen_reply;
+	u8  closing;
+	u8  pad[6];
+};
+
+BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, weft_ct,
+		 WEFT_CT_MAP_SIZE, WEFT_PIN(weft_ct));
+
+enum ct_status {
+	CT_NEW = 0,
+	CT_ESTABLISHED = 1,
+	CT_REPLY = 2,
+	CT_UNTRACKED = 3,   /* ICMP errors and fragments: forwarded, not tracked */
+	CT_CREATE_FAILED = -1,
+};
+
+static __always_inline u64 ct_now(void)
+{
+	return bpf_ktime_get_ns() / 1000000000ULL;
+}
+
+static __always_inline u32 ct_lifetime(const struct pkt4 *pkt, const struct ct_entry *e)
+{
+	if (pkt->proto != IPPROTO_TCP)
+		return CT_LIFETIME_NONTCP;
+	if (e->closing)
+		return CT_LIFETIME_TCP_CLOSING;
+	return e->seen_reply ? CT_LIFETIME_TCP : CT_LIFETIME_TCP_SYN;
+}
+
+static __always_inline void ct_refresh(struct ct_entry *e, const struct pkt4 *pkt, u64 now)
+{
+	if (pkt->proto == IPPROTO_TCP && (pkt->tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		e->closing = 1;
+	e->packets += 1;
+	e->bytes += pkt->len;
+	e->expires = now + ct_lifetime(pkt, e);
+}
+
+static __always_inline int ct_trackable(const struct pkt4 *pkt)
+{
+	if (pkt->is_fragment)
+		return 0;
+	if (pkt->proto == IPPROTO_ICMP) {
+		u8 type = pkt->dport >> 8;
+
+		return type == ICMP_ECHO || type == ICMP_ECHOREPLY;
+	}
+	return 1;
+}
+
+/* ct_process looks the packet up and opens an entry for a new connection. */
+static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir)
+{
+	struct ct_key key = {};
+	struct ct_entry *e;
+	u64 now = ct_now();
+	/* ICMP echo: request and reply share the id but not the type, so the key
+	 * holds the id in both directions and no type. */
+	u16 sport = pkt->sport;
+	u16 dport = pkt->proto == IPPROTO_ICMP ? 0 : pkt->dport;
+
+	if (!ct_trackable(pkt))
+		return CT_UNTRACKED;
+
+	key.proto = pkt->proto;
+
+	/* reply of a connection opened in the other direction? */
+	key.saddr = pkt->daddr;
+	key.daddr = pkt->saddr;
+	key.sport = dport;
+	key.dport = sport;
+	key.dir = dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+	if (pkt->proto == IPPROTO_ICMP) {
+		key.sport = sport;
+		key.dport = 0;
+	}
+	e = weft_ct.lookup(&key);
+	if (e && e->expires >= now) {
+		e->seen_reply = 1;
+		ct_refresh(e, pkt, now);
+		return CT_REPLY;
+	}
+
+	key.saddr = pkt->saddr;
+	key.daddr = pkt->daddr;
+	key.sport = sport;
+	key.dport = dport;
+	key.dir = dir;
+	e = weft_ct.lookup(&key);
+	if (e && e->expires >= now) {
+		ct_refresh(e, pkt, now);
+		return CT_ESTABLISHED;
+	}
+
+	{
+		struct ct_entry fresh = {};
+
+		ct_refresh(&fresh, pkt, now);
+		if (weft_ct.update(&key, &fresh) < 0)
+			return CT_CREATE_FAILED;
+	}
+	return CT_NEW;
+}
+
+#endif

@@ -1,0 +1,72 @@
+/* Flow events: what the datapath tells userspace, through a BPF ring buffer.
+ *
+ * The agent decodes this struct with BCC's type derived from this definition,
+ * so there is no second copy of the layout to keep in step.
+ */
+#ifndef WEFT_FLOW_H
+#define WEFT_FLOW_H
+
+#include "common.h"
+#include "parse.h"
+
+enum flow_event_kind {
+	FLOW_EVENT_NEW = 1,  /* first packet of a connection at this endpoint */
+	FLOW_EVENT_DROP = 2, /* a dropped packet: drops are never aggregated */
+};
+
+struct flow_event {
+	u64 ktime_ns;    /* CLOCK_MONOTONIC */
+	u32 saddr;       /* network byte order */
+	u32 daddr;
+	u16 sport;       /* host byte order */
+	u16 dport;
+	u32 ifindex;
+	u32 ep_id;
+	u32 len;
+	u16 drop_reason; /* enum weft_drop_reason */
+	u8  proto;
+	u8  verdict;     /* enum weft_verdict */
+	u8  direction;   /* enum weft_direction */
+	u8  tcp_flags;
+	u8  is_reply;
+	u8  kind;        /* enum flow_event_kind */
+};
+
+BPF_RINGBUF_OUTPUT(weft_flows, WEFT_FLOW_RING_PAGES);
+
+/* Ring-buffer reserve failures: the only place such losses become visible. */
+BPF_TABLE_PINNED("percpu_array", u32, u64, weft_flow_lost, 1, WEFT_PIN(weft_flow_lost));
+
+static __always_inline void flow_emit(const struct pkt4 *pkt, u32 ifindex, u32 ep_id,
+				      u8 dir, u8 verdict, u16 reason, u8 is_reply,
+				      u8 kind)
+{
+	struct flow_event *ev = weft_flows.ringbuf_reserve(sizeof(struct flow_event));
+
+	if (!ev) {
+		u32 zero = 0;
+		u64 *lost = weft_flow_lost.lookup(&zero);
+
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	ev->ktime_ns = bpf_ktime_get_ns();
+	ev->saddr = pkt->saddr;
+	ev->daddr = pkt->daddr;
+	ev->sport = pkt->sport;
+	ev->dport = pkt->dport;
+	ev->ifindex = ifindex;
+	ev->ep_id = ep_id;
+	ev->len = pkt->len;
+	ev->drop_reason = reason;
+	ev->proto = pkt->proto;
+	ev->verdict = verdict;
+	ev->direction = dir;
+	ev->tcp_flags = pkt->tcp_flags;
+	ev->is_reply = is_reply;
+	ev->kind = kind;
+	weft_flows.ringbuf_submit(ev, 0);
+}
+
+#endif

@@ -1,0 +1,95 @@
+/* Packet parsing: Ethernet, IPv4 and the L4 header into a small struct.
+ *
+ * Headers are copied with bpf_skb_load_bytes, which works on non-linear skbs
+ * and keeps the verifier happy without per-access bounds checks. A packet whose
+ * IP header lies about its lengths is reported, never trusted.
+ */
+#ifndef WEFT_PARSE_H
+#define WEFT_PARSE_H
+
+#include "common.h"
+
+struct pkt4 {
+	u32 saddr;     /* network byte order */
+	u32 daddr;
+	u16 sport;     /* host byte order; ICMP echo id for ICMP */
+	u16 dport;     /* host byte order; ICMP type << 8 | code for ICMP */
+	u8  proto;
+	u8  tcp_flags; /* FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10 URG=0x20 ECE=0x40 CWR=0x80 */
+	u8  is_fragment;
+	u8  pad;
+	u32 len;
+};
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IPV4 = 1,  /* ARP, IPv6, ...: not Weft's business yet */
+	PARSE_INVALID = -1,  /* truncated or lying headers */
+};
+
+#define IP_MF     0x2000
+#define IP_OFFSET 0x1FFF
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct ethhdr eth;
+	struct iphdr ip;
+	u32 l4_off;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+		return PARSE_INVALID;
+	if (eth.h_proto != bpf_htons(ETH_P_IP))
+		return PARSE_NOT_IPV4;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+		return PARSE_INVALID;
+	if (ip.version != 4 || ip.ihl < 5)
+		return PARSE_INVALID;
+	if (bpf_ntohs(ip.tot_len) < ip.ihl * 4 ||
+	    ETH_HLEN + bpf_ntohs(ip.tot_len) > skb->len)
+		return PARSE_INVALID;
+
+	pkt->saddr = ip.saddr;
+	pkt->daddr = ip.daddr;
+	pkt->proto = ip.protocol;
+	pkt->len = skb->len;
+	pkt->is_fragment = (bpf_ntohs(ip.frag_off) & IP_OFFSET) != 0;
+	if (pkt->is_fragment)
+		return PARSE_OK; /* no L4 header in later fragments */
+
+	l4_off = ETH_HLEN + ip.ihl * 4;
+	if (ip.protocol == IPPROTO_TCP) {
+		struct tcphdr tcp;
+		u8 flags;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
+			return PARSE_INVALID;
+		if (tcp.doff < 5)
+			return PARSE_INVALID;
+		pkt->sport = bpf_ntohs(tcp.source);
+		pkt->dport = bpf_ntohs(tcp.dest);
+		/* byte 13 of the TCP header holds the eight classic flags */
+		if (bpf_skb_load_bytes(skb, l4_off + 13, &flags, 1) < 0)
+			return PARSE_INVALID;
+		pkt->tcp_flags = flags;
+	} else if (ip.protocol == IPPROTO_UDP) {
+		struct udphdr udp;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &udp, sizeof(udp)) < 0)
+			return PARSE_INVALID;
+		if (bpf_ntohs(udp.len) < sizeof(udp))
+			return PARSE_INVALID;
+		pkt->sport = bpf_ntohs(udp.source);
+		pkt->dport = bpf_ntohs(udp.dest);
+	} else if (ip.protocol == IPPROTO_ICMP) {
+		struct icmphdr icmp;
+
+		if (bpf_skb_load_bytes(skb, l4_off, &icmp, sizeof(icmp)) < 0)
+			return PARSE_INVALID;
+		pkt->dport = ((u16)icmp.type << 8) | icmp.code;
+		if (icmp.type == ICMP_ECHO || icmp.type == ICMP_ECHOREPLY)
+			pkt->sport = bpf_ntohs(icmp.un.echo.id);
+	}
+	return PARSE_OK;
+}
+
+#endif

@@ -1,0 +1,1 @@
+"""meshctl: the Weft command-line tool."""

@@ -1,0 +1,57 @@
+"""Finding and talking to agents: one, given by address, or every lab node's."""
+from __future__ import annotations
+
+import glob
+import time
+
+import grpc
+
+from agent.api.observer import observer_pb2_grpc
+from agent.api.weft import agent_pb2, agent_pb2_grpc
+
+from .lab import state as lab_state
+
+DEFAULT_SOCKETS = "/var/run/weft/*/agent.sock"
+
+
+def channel(address: str) -> grpc.Channel:
+    return grpc.insecure_channel(address)
+
+
+def addresses(server: tuple[str, ...] | list[str] | None) -> dict[str, str]:
+    """Where to find agents: the given ones, else the lab's nodes, else local sockets."""
+    if server:
+        return {addr: addr for addr in server}
+    if lab_state.exists():
+        return {n.name: f"unix://{n.socket}" for n in lab_state.load().nodes}
+    found = sorted(glob.glob(DEFAULT_SOCKETS))
+    return {path.split("/")[-2]: f"unix://{path}" for path in found}
+
+
+def status(address: str, timeout: float = 2.0) -> agent_pb2.StatusResponse:
+    with channel(address) as ch:
+        return agent_pb2_grpc.AgentStub(ch).Status(agent_pb2.StatusRequest(), timeout=timeout)
+
+
+def observer(ch: grpc.Channel) -> observer_pb2_grpc.ObserverStub:
+    return observer_pb2_grpc.ObserverStub(ch)
+
+
+def wait_until(agents: dict[str, str], done, timeout: float) -> dict[str, str]:
+    """Poll every agent's status until done(status) holds for all; return those that lag, why."""
+    deadline = time.monotonic() + timeout
+    lagging: dict[str, str] = {}
+    while True:
+        lagging = {}
+        for name, address in agents.items():
+            try:
+                st = status(address, timeout=1.0)
+            except grpc.RpcError as exc:
+                lagging[name] = f"agent unreachable at {address} ({exc.code().name})"
+                continue
+            why = done(st)
+            if why:
+                lagging[name] = why
+        if not lagging or time.monotonic() > deadline:
+            return lagging
+        time.sleep(0.1)
