@@ -96,13 +96,13 @@ class PodPrograms:
         config.pin_dir.mkdir(parents=True, exist_ok=True)
         self.bpf = compile_source(self.SOURCE, config.cflags())
         try:
-            self.from_pod = self.bpf.load_func(self.FROM_POD, BPF.SCHED_CLS)
-            self.to_pod = self.bpf.load_func(self.TO_POD, BPF.SCHED_CLS)
+            self.from_pod = self.bpf.load_func(self.FROM_POD.encode(), BPF.SCHED_CLS)
+            self.to_pod = self.bpf.load_func(self.TO_POD.encode(), BPF.SCHED_CLS)
         except Exception as exc:
             raise DatapathError(f"the kernel rejected a program of {self.SOURCE.name}: {exc}") from None
 
     def table(self, name: str):
-        return self.bpf[name]
+        return self.bpf[name.encode()]
 
     def close(self) -> None:
         self.bpf.cleanup()

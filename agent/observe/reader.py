@@ -26,8 +26,8 @@ class FlowReader(threading.Thread):
         self.bpf = bpf
         self.decoder = decoder
         self.store = store
-        self.ring = bpf["weft_flows"]
-        self.lost_table = bpf["weft_flow_lost"]
+        self.ring = bpf[b"weft_flows"]
+        self.lost_table = bpf[b"weft_flow_lost"]
         self.lost_reported = self.kernel_lost()
         self.decode_errors = 0
         self._stopping = threading.Event()

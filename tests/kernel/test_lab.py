@@ -1,0 +1,212 @@
+"""A 2-node lab, end to end: pods talk within and across nodes over TCP and
+UDP through Weft's datapath, the flows say so, and `lab down` leaves nothing."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cli.lab import state as lab_state
+
+from .lab import MANIFESTS, meshctl, pods, probe, wait_for_flows
+
+pytestmark = pytest.mark.kernel
+
+
+def _netns() -> set[str]:
+    return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+               .stdout.split()) - {"(id:"}
+
+
+def _root_links() -> set[str]:
+    out = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout)
+    return {link["ifname"] for link in out}
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if lab_state.exists():
+        pytest.skip("a lab is already up on this machine; these tests build their own "
+                    "(run `meshctl lab down` first)")
+    before = {"netns": _netns(), "links": _root_links()}
+    meshctl("lab", "up", "--nodes", "2", "-f", str(MANIFESTS / "two-nodes.yaml"))
+    yield before
+    if lab_state.exists():
+        meshctl("lab", "down")
+
+
+def test_pods_run_on_both_nodes_with_ips_from_their_node_cidr(lab):
+    running = pods()
+    assert {k: p["spec"]["nodeName"] for k, p in running.items() if k in ("t/a", "t/b", "t/c")} == {
+        "t/a": "node-1", "t/b": "node-1", "t/c": "node-2"}
+    for key, pod in running.items():
+        node = int(pod["spec"]["nodeName"].split("-")[1])
+        assert pod["status"]["phase"] == "Running"
+        assert pod["status"]["podIP"].startswith(f"10.244.{node}."), key
+
+
+def test_deployment_expands_to_its_replicas(lab):
+    web = [p for k, p in pods().items() if k.startswith("t/web-")]
+    assert len(web) == 2
+    for pod in web:
+        assert pod["metadata"]["labels"]["app"] == "web"
+        assert probe("t/a", f"t/{pod['metadata']['name']}", 80)["reply"] == pod["metadata"]["name"]
+
+
+def test_agents_program_every_local_pod(lab):
+    status = json.loads(meshctl("status", "-o", "json").stdout)
+    by_node = {node: {f"{e['namespace']}/{e['podName']}" for e in st["endpoints"] if e["attached"]}
+               for node, st in status.items()}
+    expected = {}
+    for key, pod in pods().items():
+        expected.setdefault(pod["spec"]["nodeName"], set()).add(key)
+    assert by_node == expected
+
+
+@pytest.mark.parametrize("src,dst", [("t/a", "t/b"), ("t/a", "t/c"), ("t/c", "t/b")],
+                         ids=["same-node", "cross-node", "cross-node-back"])
+@pytest.mark.parametrize("protocol,port", [("tcp", 8080), ("udp", 5353)])
+def test_pods_talk_and_the_server_sees_the_client(lab, src, dst, protocol, port):
+    running = pods()
+    result = probe(src, dst, port, protocol)
+    assert result["result"] == "connected"
+    assert result["reply"] == dst.split("/")[1]  # /hostname answers the pod's name
+    client = probe(src, dst, port, protocol, path="/clientip")
+    assert client["reply"].split(":")[0] == running[src]["status"]["podIP"]
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_closed_port_is_refused(lab, protocol):
+    result = probe("t/a", "t/c", 9999, protocol)
+    assert result["result"] == "refused"
+
+
+@pytest.mark.parametrize("protocol,port", [("tcp", 8080), ("udp", 5353)])
+def test_flows_report_each_side_of_a_cross_node_connection(lab, protocol, port):
+    running = pods()
+    a_ip, c_ip = running["t/a"]["status"]["podIP"], running["t/c"]["status"]["podIP"]
+    client = probe("t/a", "t/c", port, protocol, path="/clientip")
+    sport = int(client["reply"].split(":")[1])
+    l4 = protocol.upper()
+
+    def same_connection(f):
+        return (f["IP"]["source"] == a_ip and f["IP"]["destination"] == c_ip
+                and f.get("l4", {}).get(l4, {}).get("sourcePort") == sport
+                and f["l4"][l4].get("destinationPort") == port)
+
+    found = wait_for_flows(same_connection, "--last", "500")
+    by_node = {f["flow"]["nodeName"]: f["flow"] for f in found}
+    assert sorted(by_node) == ["node-1", "node-2"], found
+    egress, ingress = by_node["node-1"], by_node["node-2"]
+    assert len(found) == 2, "one record per connection at each endpoint"
+    for flow in (egress, ingress):
+        assert flow["verdict"] == "FORWARDED"
+        assert flow["source"]["podName"] == "a" and flow["source"]["namespace"] == "t"
+        assert flow["destination"]["podName"] == "c"
+        assert "k8s:app=c" in flow["destination"]["labels"]
+        assert flow["interface"]["name"].startswith("lxc")
+        assert flow["isReply"] is False
+    assert egress["trafficDirection"] == "EGRESS"
+    assert egress["traceObservationPoint"] == "FROM_ENDPOINT"
+    assert egress["source"]["ID"] > 0  # the local endpoint carries its id
+    assert ingress["trafficDirection"] == "INGRESS"
+    assert ingress["traceObservationPoint"] == "TO_ENDPOINT"
+    assert ingress["destination"]["ID"] > 0
+    if protocol == "tcp":
+        assert egress["l4"]["TCP"]["flags"] == {"SYN": True}
+
+
+def test_flow_filters_and_output_formats(lab):
+    probe("t/b", "t/c", 5353, "udp")
+    probe("t/b", "t/a", 8080, "tcp")
+    udp_to_c = wait_for_flows(lambda f: True, "--from-pod", "t/b", "--to-pod", "t/c",
+                              "--protocol", "udp", "--last", "100")
+    assert udp_to_c and all("UDP" in f["flow"]["l4"] and f["flow"]["destination"]["podName"] == "c"
+                            and f["flow"]["source"]["podName"] == "b" for f in udp_to_c)
+    on_node_2 = wait_for_flows(lambda f: True, "--node", "node-2", "--pod", "t/b")
+    assert on_node_2 and all(f["flow"]["nodeName"] == "node-2" for f in on_node_2)
+    compact = meshctl("flows", "--from-pod", "t/b", "--to-pod", "t/a").stdout.splitlines()
+    assert compact and all("t/b:" in line and "-> t/a:8080" in line and "FORWARDED" in line
+                           for line in compact)
+    table = meshctl("flows", "-o", "table", "--last", "3").stdout.splitlines()
+    assert table[0].split() == ["TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
+    assert len(table) == 4
+
+
+def test_last_and_time_order_across_nodes(lab):
+    last = meshctl("flows", "-o", "json", "--last", "6").stdout.splitlines()
+    times = [json.loads(line)["time"] for line in last]
+    assert len(times) == 6 and times == sorted(times)
+
+
+def test_bad_manifests_are_reported_and_the_rest_applied(lab):
+    result = meshctl("lab", "apply", "-f", str(MANIFESTS / "bad.yaml"), check=False)
+    assert result.returncode == 1
+    assert "bad.yaml, document 2" in result.stderr and "metadata.name is missing" in result.stderr
+    assert "bad.yaml, document 3" in result.stderr and "unknown kind 'Gadget'" in result.stderr
+    assert "pod/good created" in result.stdout
+    assert probe("t/a", "t/good", 8080)["reply"] == "good"
+    malformed = meshctl("lab", "apply", "-f", str(MANIFESTS / "malformed.yaml"), check=False)
+    assert malformed.returncode == 1 and "malformed.yaml: not valid YAML" in malformed.stderr
+    assert probe("t/a", "t/good", 8080)["result"] == "connected"  # nothing else broke
+
+
+def test_agent_reports_bad_file_in_its_manifests_dir_and_keeps_working(lab):
+    bad = lab_state.LAB_DIR / "manifests" / "zz-hand-edited.yaml"
+    bad.write_text("kind: Pod\nmetadata: {name: [\n")
+    try:
+        status = {}
+        for _ in range(30):
+            status = json.loads(meshctl("status", "-o", "json").stdout)
+            if all(any("zz-hand-edited.yaml" in e for e in st.get("errors", [])) for st in status.values()):
+                break
+        assert all(any("zz-hand-edited.yaml" in e and "not valid YAML" in e for e in st["errors"])
+                   for st in status.values()), status
+        assert probe("t/a", "t/c", 8080)["result"] == "connected"
+    finally:
+        bad.unlink()
+
+
+def test_deleted_pod_is_gone_from_lab_and_datapath(lab):
+    good = pods()["t/good"]
+    netns = f"weft-pod-t-good"
+    assert netns in _netns()
+    doc = MANIFESTS / "bad.yaml"
+    meshctl("lab", "delete", "-f", str(doc), check=False)
+    assert "t/good" not in pods()
+    assert netns not in _netns()
+    status = json.loads(meshctl("status", "-o", "json").stdout)
+    assert all(e["podName"] != "good" for st in status.values() for e in st["endpoints"])
+    assert probe("t/a", good["status"]["podIP"], 8080)["result"] != "connected"
+
+
+def test_commands_without_a_lab_say_so():
+    env_dir = "/nonexistent-weft-lab"
+    result = subprocess.run([meshctl.__globals__["MESHCTL"], "lab", "get", "pods"], capture_output=True,
+                            text=True, env={**os.environ, "WEFT_LAB_DIR": env_dir})
+    assert result.returncode == 1 and "no lab is up" in result.stderr
+
+
+def test_down_leaves_nothing(lab):
+    st = lab_state.load()
+    procs = [n.agent for n in st.nodes] + [p.server for p in st.pods.values() if p.server]
+    made_netns = set(st.netns) | {p.netns for p in st.pods.values()}
+    assert all(p.alive() for p in procs)
+    meshctl("lab", "down")
+    assert not lab_state.exists()
+    assert not any(p.alive() for p in procs)
+    assert not (_netns() & made_netns)
+    assert _netns() == lab["netns"]
+    assert _root_links() == lab["links"]
+    assert not any(Path("/sys/fs/bpf/weft", n.name).exists() for n in st.nodes)
+    assert not Path("/run/weft/lab").exists()
+    routes = subprocess.run(["ip", "route", "show"], capture_output=True, text=True).stdout
+    assert "10.244." not in routes and "172.18.0." not in routes and "10.96." not in routes
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if "cli.lab.podserver" in " ".join(p.info["cmdline"] or [])
+                 or "agent.main" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []

@@ -1,0 +1,91 @@
+"""The loader: compile errors an operator can act on, versioned pins, TC attach."""
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.datapath import tc
+from agent.datapath.errors import CompileError
+from agent.datapath.loader import compile_source, unpin_node
+
+from .conftest import TEST_PIN_ROOT
+
+pytestmark = pytest.mark.kernel
+
+
+def test_compile_error_names_program_cflags_and_compiler_message(tmp_path):
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "broken.h").write_text("static int f(void) { return undefined_thing; }\n")
+    (tmp_path / "prog.c").write_text('#include "lib/broken.h"\nint g(void *ctx) { return f(); }\n')
+    with pytest.raises(CompileError) as info:
+        compile_source(tmp_path / "prog.c", ["-DWEFT_TEST=1"])
+    err = info.value
+    assert err.source == "prog.c" and "-DWEFT_TEST=1" in str(err)
+    # the message points at the real header and line, not at an assembled blob
+    assert f"{tmp_path / 'lib' / 'broken.h'}:1" in err.output
+    assert "undefined_thing" in err.output
+
+
+def test_maps_pinned_in_a_versioned_per_node_directory(pod_programs):
+    pins = pod_programs.config.pin_dir
+    assert pins.parent.parent == TEST_PIN_ROOT and pins.name.startswith("v")
+    assert {p.name for p in pins.iterdir()} >= {"weft_ct", "weft_endpoints", "weft_metrics", "weft_flow_lost"}
+
+
+def test_pinned_maps_are_reused_by_a_second_load(pod_programs):
+    """A restarted agent finds what the previous one wrote (no flush on restart)."""
+    from agent.datapath.loader import PodPrograms
+
+    ep = pod_programs.table("weft_endpoints")
+    leaf = ep.Leaf()
+    leaf.ep_id = 77
+    ep[ep.Key(4242)] = leaf
+    second = PodPrograms(pod_programs.config)
+    try:
+        again = second.table("weft_endpoints")
+        assert again[again.Key(4242)].ep_id == 77
+    finally:
+        del ep[ep.Key(4242)]
+        second.close()
+
+
+def test_unpin_removes_every_version_of_one_node_only(tmp_path):
+    root = Path("/sys/fs/bpf") / f"weft-unpin-{uuid.uuid4().hex[:8]}"
+    try:
+        for node in ("n1", "n2"):
+            (root / node / "v1").mkdir(parents=True)
+        assert unpin_node("n1", root)
+        assert not (root / "n1").exists() and (root / "n2" / "v1").exists()
+        assert not unpin_node("n1", root)
+        unpin_node("n2", root)
+        assert not root.exists()
+    finally:
+        subprocess.run(["rm", "-rf", str(root)])
+
+
+@pytest.fixture
+def veth_ns():
+    name = f"weft-t-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "add", "name", "host0", "type", "veth", "peer", "name", "pod0"],
+                   check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name])
+
+
+def test_attach_replaces_in_place_and_detach_removes(pod_programs, veth_ns):
+    from pyroute2 import NetNS
+
+    with NetNS(veth_ns) as ipr:
+        idx = ipr.link_lookup(ifname="host0")[0]
+        for _ in range(2):  # attaching twice must replace, not stack
+            tc.attach(ipr, idx, tc.INGRESS, pod_programs.from_pod.fd, "from_pod")
+            tc.attach(ipr, idx, tc.EGRESS, pod_programs.to_pod.fd, "to_pod")
+        assert tc.attached_names(ipr, idx, tc.INGRESS) == ["from_pod"]
+        assert tc.attached_names(ipr, idx, tc.EGRESS) == ["to_pod"]
+        tc.detach(ipr, idx)
+        assert tc.attached_names(ipr, idx, tc.INGRESS) == []
+        tc.detach(ipr, idx)  # detaching what is not there is fine

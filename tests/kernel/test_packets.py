@@ -1,0 +1,136 @@
+"""The pod programs on crafted packets, through BPF_PROG_TEST_RUN."""
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from agent.datapath.testrun import test_run as run
+from tests import packets as pk
+
+pytestmark = pytest.mark.kernel
+
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+DIR_INGRESS, DIR_EGRESS = 1, 2
+DROP_CT_INVALID_HDR = 135
+
+
+@pytest.fixture(scope="module")
+def _collector(pod_programs):
+    """The ring buffer opens once per BPF object: one collector for the module."""
+    got = []
+    ring = pod_programs.table("weft_flows")
+
+    def on_event(ctx, data, size):
+        ev = ring.event(data)
+        got.append({name: getattr(ev, name) for name, _ in ev._fields_})
+        return 0
+
+    ring.open_ring_buffer(on_event)
+    return got
+
+
+@pytest.fixture
+def events(pod_programs, _collector):
+    """Flow events the programs emit during one test, decoded with BCC's type."""
+    pod_programs.bpf.ring_buffer_consume()
+    _collector.clear()
+
+    def drain():
+        pod_programs.bpf.ring_buffer_consume()
+        return list(_collector)
+    return drain
+
+
+def ip_u32(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "little")
+
+
+def metrics(pod_programs, reason: int, direction: int) -> tuple[int, int]:
+    table = pod_programs.table("weft_metrics")
+    values = table[table.Key(reason << 2 | direction)]
+    return sum(v.packets for v in values), sum(v.bytes for v in values)
+
+
+def test_new_tcp_connection_forwarded_and_reported_once(pod_programs, events):
+    syn = pk.tcp_packet("10.1.0.1", "10.1.0.2", 40000, 80)
+    assert run(pod_programs.from_pod.fd, syn).retval == TC_ACT_OK
+    ack = pk.tcp_packet("10.1.0.1", "10.1.0.2", 40000, 80, flags=pk.TCP_ACK)
+    assert run(pod_programs.from_pod.fd, ack).retval == TC_ACT_OK
+
+    got = [e for e in events() if e["saddr"] == ip_u32("10.1.0.1")]
+    assert len(got) == 1, "one flow record per new connection, not per packet"
+    ev = got[0]
+    assert (ev["daddr"], ev["sport"], ev["dport"], ev["proto"]) == (
+        ip_u32("10.1.0.2"), 40000, 80, socket.IPPROTO_TCP)
+    assert ev["verdict"] == 1 and ev["drop_reason"] == 0
+    assert ev["direction"] == DIR_EGRESS
+    assert ev["tcp_flags"] == pk.TCP_SYN
+
+
+def test_reply_is_not_a_new_connection(pod_programs, events):
+    # the pod receives a connection (to_pod), then answers it (from_pod)
+    syn = pk.tcp_packet("10.2.0.1", "10.2.0.2", 41000, 8080)
+    synack = pk.tcp_packet("10.2.0.2", "10.2.0.1", 8080, 41000, flags=pk.TCP_SYN | pk.TCP_ACK)
+    assert run(pod_programs.to_pod.fd, syn).retval == TC_ACT_OK
+    assert run(pod_programs.from_pod.fd, synack).retval == TC_ACT_OK
+    got = [e for e in events() if e["saddr"] in (ip_u32("10.2.0.1"), ip_u32("10.2.0.2"))]
+    assert [(e["direction"], e["sport"]) for e in got] == [(DIR_INGRESS, 41000)]
+
+
+def test_udp_and_icmp_echo_tracked(pod_programs, events):
+    udp = pk.udp_packet("10.3.0.1", "10.3.0.2", 5353, 53)
+    assert run(pod_programs.from_pod.fd, udp).retval == TC_ACT_OK
+    assert run(pod_programs.from_pod.fd, udp).retval == TC_ACT_OK
+    echo = pk.ethernet(pk.ipv4("10.3.0.1", "10.3.0.2", socket.IPPROTO_ICMP, pk.icmp_echo(7)))
+    reply = pk.ethernet(pk.ipv4("10.3.0.2", "10.3.0.1", socket.IPPROTO_ICMP, pk.icmp_echo(7, reply=True)))
+    assert run(pod_programs.from_pod.fd, echo).retval == TC_ACT_OK
+    assert run(pod_programs.to_pod.fd, reply).retval == TC_ACT_OK
+    got = [e for e in events() if e["saddr"] in (ip_u32("10.3.0.1"), ip_u32("10.3.0.2"))]
+    assert [(e["proto"], e["dport"]) for e in got] == [
+        (socket.IPPROTO_UDP, 53),
+        (socket.IPPROTO_ICMP, 8 << 8),  # ICMP type 8 (echo request), code 0
+    ]
+
+
+@pytest.mark.parametrize("case,packet", [
+    ("tot_len beyond the packet", pk.tcp_packet("10.4.0.1", "10.4.0.2", 1, 2, tot_len=1500)),
+    ("tot_len shorter than the header", pk.tcp_packet("10.4.0.1", "10.4.0.2", 1, 2, tot_len=12)),
+    ("ihl below 5", pk.tcp_packet("10.4.0.1", "10.4.0.2", 1, 2, ihl=3)),
+    ("truncated TCP header", pk.ethernet(pk.ipv4("10.4.0.1", "10.4.0.2", socket.IPPROTO_TCP, b"\0" * 6))),
+])
+def test_packet_lying_about_lengths_is_dropped_and_reported(pod_programs, events, case, packet):
+    before = metrics(pod_programs, DROP_CT_INVALID_HDR, DIR_EGRESS)
+    assert run(pod_programs.from_pod.fd, packet).retval == TC_ACT_SHOT, case
+    drops = [e for e in events() if e["kind"] == 2]
+    assert len(drops) == 1 and drops[0]["verdict"] == 2
+    assert drops[0]["drop_reason"] == DROP_CT_INVALID_HDR
+    after = metrics(pod_programs, DROP_CT_INVALID_HDR, DIR_EGRESS)
+    assert after[0] == before[0] + 1 and after[1] == before[1] + len(packet)
+
+
+def test_non_ipv4_passes_untouched(pod_programs, events):
+    arp = pk.ethernet(b"\0" * 28, proto=pk.ETH_P_ARP)
+    result = run(pod_programs.from_pod.fd, arp)
+    assert result.retval == TC_ACT_OK and result.packet == arp
+    assert events() == []
+
+
+def test_later_fragments_pass_without_tracking(pod_programs, events):
+    frag = pk.ethernet(pk.ipv4("10.5.0.1", "10.5.0.2", socket.IPPROTO_UDP, b"\0" * 16, frag_off=10))
+    assert run(pod_programs.from_pod.fd, frag).retval == TC_ACT_OK
+    assert events() == []
+
+
+def test_conntrack_entry_written_with_lifetime(pod_programs):
+    syn = pk.tcp_packet("10.6.0.1", "10.6.0.2", 42000, 443)
+    run(pod_programs.from_pod.fd, syn)
+    ct = pod_programs.table("weft_ct")
+    entries = [(k, v) for k, v in ct.items() if k.saddr == ip_u32("10.6.0.1")]
+    assert len(entries) == 1
+    key, entry = entries[0]
+    assert (key.sport, key.dport, key.dir) == (42000, 443, DIR_EGRESS)
+    # a SYN-only connection lives CT_LIFETIME_TCP_SYN (60 s) from now
+    assert 55 <= entry.expires - int(time.monotonic()) <= 61
+    assert entry.packets == 1 and entry.seen_reply == 0

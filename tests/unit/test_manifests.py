@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from agent.sources.events import EventType
+from agent.sources.manifests import GENERATION_FILE, ManifestDir, parse_text
+from agent.sources.objects import ManifestError, ObjectKey
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: %s, namespace: x, labels: {app: %s}}
+spec: {nodeName: n1}
+status: {podIP: 10.244.1.%d, phase: Running}
+"""
+
+
+def test_multi_document_yaml_with_defaults():
+    objects, errors = parse_text(
+        "kind: Namespace\nmetadata: {name: x}\n---\n---\nkind: Service\nmetadata: {name: s}\n", "f.yaml")
+    assert errors == []
+    assert set(objects) == {ObjectKey("Namespace", "", "x"), ObjectKey("Service", "default", "s")}
+    assert objects[ObjectKey("Service", "default", "s")]["metadata"]["namespace"] == "default"
+
+
+@pytest.mark.parametrize("doc,message", [
+    ("kind: Pod\nmetadata: {namespace: x}", "f.yaml, document 1: Pod without a name: metadata.name is missing"),
+    ("kind: Gadget\nmetadata: {name: g}", "unknown kind 'Gadget'"),
+    ("metadata: {name: g}", "the object has no kind"),
+    ("- just\n- a list", "expected a mapping"),
+    ("kind: Pod\nmetadata: {name: p, labels: [a]}", "metadata.labels must map strings to strings"),
+    ("kind: Pod\nmetadata: {name: p}\nspec: 3", "spec must be a mapping"),
+])
+def test_invalid_objects_are_named_and_skipped(doc, message):
+    objects, errors = parse_text(doc + "\n---\nkind: Namespace\nmetadata: {name: ok}\n", "f.yaml")
+    assert list(objects) == [ObjectKey("Namespace", "", "ok")]
+    assert len(errors) == 1 and message in errors[0]
+
+
+def test_not_yaml_names_the_file():
+    with pytest.raises(ManifestError, match=r"^bad.yaml: not valid YAML"):
+        parse_text("kind: Pod\nmetadata: {name: [\n", "bad.yaml")
+
+
+def test_duplicate_object_in_one_file_keeps_the_first():
+    objects, errors = parse_text("kind: Namespace\nmetadata: {name: x, labels: {v: '1'}}\n---\n"
+                                 "kind: Namespace\nmetadata: {name: x, labels: {v: '2'}}\n", "f.yaml")
+    assert objects[ObjectKey("Namespace", "", "x")]["metadata"]["labels"] == {"v": "1"}
+    assert "declared twice" in errors[0]
+
+
+def _touch_later(path, text):
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def test_directory_events_added_modified_deleted(tmp_path):
+    source = ManifestDir(tmp_path)
+    (tmp_path / "a.yaml").write_text(POD % ("a", "a", 2))
+    events = source.poll()
+    assert [(e.type, e.key.name) for e in events] == [(EventType.ADDED, "a")]
+    assert source.poll() is None, "an unchanged directory is not reread"
+
+    _touch_later(tmp_path / "a.yaml", POD % ("a", "a2", 2))
+    events = source.poll()
+    assert [(e.type, e.obj["metadata"]["labels"]["app"]) for e in events] == [(EventType.MODIFIED, "a2")]
+
+    (tmp_path / "b.yml").write_text(POD % ("b", "b", 3))
+    (tmp_path / "a.yaml").unlink()
+    (tmp_path / "notes.txt").write_text("not a manifest")
+    events = source.poll()
+    assert sorted((e.type.value, e.key.name) for e in events) == [("ADDED", "b"), ("DELETED", "a")]
+
+
+def test_broken_file_keeps_its_last_objects_and_reports(tmp_path):
+    source = ManifestDir(tmp_path)
+    (tmp_path / "a.yaml").write_text(POD % ("a", "a", 2))
+    source.poll()
+    _touch_later(tmp_path / "a.yaml", "kind: Pod\nmetadata: {name: [\n")
+    events = source.poll()
+    assert events == [], "a half-saved file must not delete its pods"
+    assert len(source.errors) == 1 and "a.yaml: not valid YAML" in source.errors[0]
+    assert "keeping what it held before" in source.errors[0]
+    _touch_later(tmp_path / "a.yaml", POD % ("a", "fixed", 2))
+    events = source.poll()
+    assert [e.type for e in events] == [EventType.MODIFIED] and source.errors == []
+
+
+def test_same_object_in_two_files_first_file_wins(tmp_path):
+    (tmp_path / "1.yaml").write_text(POD % ("a", "one", 2))
+    (tmp_path / "2.yaml").write_text(POD % ("a", "two", 2))
+    source = ManifestDir(tmp_path)
+    events = source.poll()
+    assert [e.obj["metadata"]["labels"]["app"] for e in events] == ["one"]
+    assert "also declared in another file" in source.errors[0]
+
+
+def test_generation_is_read_with_the_manifests(tmp_path):
+    source = ManifestDir(tmp_path)
+    (tmp_path / "a.yaml").write_text(POD % ("a", "a", 2))
+    (tmp_path / GENERATION_FILE).write_text("7")
+    source.poll()
+    assert source.generation == 7
+
+
+def test_missing_directory_is_empty_not_fatal(tmp_path):
+    source = ManifestDir(tmp_path / "absent")
+    assert source.poll() == []
