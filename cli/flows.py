@@ -11,7 +11,6 @@ import queue
 import re
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import click

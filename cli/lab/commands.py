@@ -57,56 +57,50 @@ def _start_agent(st: LabState, node: NodeRec) -> Proc:
     return Proc.of(proc.pid)
 
 
-def _agent_synced(generation: int):
-    def done(st) -> str:
-        if not st.ready:
+def _agent_synced(generation: int, pods: set[str] | None = None):
+    """A status check: the agent has programmed `generation`, and every pod in `pods`."""
+    def done(status) -> str:
+        if not status.ready:
             return "datapath not loaded yet"
-        if st.synced_generation < generation:
-            return f"has synced generation {st.synced_generation} of {generation}"
-        lagging = [f"{e.namespace}/{e.pod_name}" for e in st.endpoints if not e.attached]
-        if lagging:
-            return f"endpoints not attached: {', '.join(lagging)}"
-        return ""
+        if status.synced_generation < generation:
+            return f"has synced generation {status.synced_generation} of {generation}"
+        attached = {f"{e.namespace}/{e.pod_name}" for e in status.endpoints if e.attached}
+        missing = sorted((pods or set()) - attached)
+        return f"pods not programmed yet: {', '.join(missing)}" if missing else ""
     return done
-
-
-def _expected_endpoints(st: LabState):
-    def done_for(node: str, inner):
-        want = {k for k, rec in st.pods.items() if rec.node == node}
-
-        def done(status) -> str:
-            why = inner(status)
-            if why:
-                return why
-            have = {f"{e.namespace}/{e.pod_name}" for e in status.endpoints if e.attached}
-            missing = sorted(want - have)
-            return f"pods not programmed yet: {', '.join(missing)}" if missing else ""
-        return done
-    return done_for
 
 
 def _wait_converged(st: LabState, timeout: float = CONVERGE_TIMEOUT) -> None:
     """Until every agent has programmed the lab's current state into its datapath."""
-    per_node = _expected_endpoints(st)
     lagging = {}
     for node in st.nodes:
-        lag = agents.wait_until({node.name: f"unix://{node.socket}"},
-                                per_node(node.name, _agent_synced(st.generation)), timeout)
-        lagging.update(lag)
+        local = {key for key, rec in st.pods.items() if rec.node == node.name}
+        lagging.update(agents.wait_until({node.name: f"unix://{node.socket}"},
+                                         _agent_synced(st.generation, local), timeout))
     if lagging:
         details = "; ".join(f"{n}: {why}" for n, why in lagging.items())
         fail(f"the datapath did not converge within {timeout:.0f}s ({details}); "
              f"agent logs are in {st.dir / 'logs'}")
 
 
-def _apply_files(st: LabState, files: tuple[Path, ...]) -> bool:
+def _change(files: tuple[Path, ...], action) -> None:
+    """Read manifests, act on the lab under its lock, report, and wait for the agents.
+
+    `action(state, objects)` returns (what was done, what failed). Exits 1 when
+    anything was invalid or failed; the rest is applied all the same."""
     objects, errors = cluster.read_paths(list(files))
-    done, failed = cluster.apply(st, objects)
+    try:
+        with lab_state.locked() as st:
+            done, failed = action(st, objects)
+    except NoLab as exc:
+        fail(str(exc))
     for line in done:
         click.echo(line)
     for line in errors + failed:
         click.echo(f"error: {line}", err=True)
-    return not (errors or failed)
+    _wait_converged(st)
+    if errors or failed:
+        sys.exit(1)
 
 
 @lab.command()
@@ -159,11 +153,7 @@ def up(nodes, files):
              + f". Logs: {st.dir / 'logs'}; remove the lab with `meshctl lab down`")
     click.echo("lab: agents ready on " + ", ".join(n.name for n in st.nodes))
     if files:
-        with lab_state.locked() as st:
-            ok = _apply_files(st, files)
-        _wait_converged(st)
-        if not ok:
-            sys.exit(1)
+        _change(files, cluster.apply)
 
 
 @lab.command()
@@ -172,14 +162,7 @@ def up(nodes, files):
 def apply(files):
     """Apply Namespace, Pod, Deployment, Service and NetworkPolicy manifests."""
     _require_root()
-    try:
-        with lab_state.locked() as st:
-            ok = _apply_files(st, files)
-    except NoLab as exc:
-        fail(str(exc))
-    _wait_converged(st)
-    if not ok:
-        sys.exit(1)
+    _change(files, cluster.apply)
 
 
 @lab.command()
@@ -188,27 +171,7 @@ def apply(files):
 def delete(files):
     """Delete what the manifests declare."""
     _require_root()
-    objects, errors = cluster.read_paths(list(files))
-    try:
-        with lab_state.locked() as st:
-            done, failed = cluster.delete(st, [k for k, _ in objects])
-    except NoLab as exc:
-        fail(str(exc))
-    for line in done:
-        click.echo(line)
-    for line in errors + failed:
-        click.echo(f"error: {line}", err=True)
-    _wait_converged(st)
-    if errors or failed:
-        sys.exit(1)
-
-
-def _pods_view(st: LabState) -> list[dict]:
-    out = []
-    for skey, obj in sorted(st.objects.items()):
-        if skey.startswith("Pod/"):
-            out.append(obj)
-    return out
+    _change(files, lambda st, objects: cluster.delete(st, [key for key, _ in objects]))
 
 
 def _print_table(rows: list[list[str]]) -> None:

@@ -173,7 +173,7 @@ def test_agent_reports_bad_file_in_its_manifests_dir_and_keeps_working(lab):
 
 def test_deleted_pod_is_gone_from_lab_and_datapath(lab):
     good = pods()["t/good"]
-    netns = f"weft-pod-t-good"
+    netns = "weft-pod-t-good"
     assert netns in _netns()
     doc = MANIFESTS / "bad.yaml"
     meshctl("lab", "delete", "-f", str(doc), check=False)
