@@ -9,6 +9,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,15 +42,20 @@ class Proc:
             return False
 
     def stop(self, timeout: float = 3.0) -> None:
-        if not self.alive():
-            return
-        p = psutil.Process(self.pid)
-        p.terminate()
-        try:
-            p.wait(timeout)
-        except psutil.TimeoutExpired:
-            p.kill()
-            p.wait(timeout)
+        """SIGTERM, then SIGKILL after `timeout`. A zombie counts as stopped: its
+        parent (not this process, usually) reaps it."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not self.alive():
+                return
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + timeout
+            while self.alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if self.alive():
+            raise RuntimeError(f"process {self.pid} survived SIGKILL")
 
 
 @dataclass

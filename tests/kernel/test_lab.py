@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -189,6 +190,38 @@ def test_commands_without_a_lab_say_so():
     result = subprocess.run([meshctl.__globals__["MESHCTL"], "lab", "get", "pods"], capture_output=True,
                             text=True, env={**os.environ, "WEFT_LAB_DIR": env_dir})
     assert result.returncode == 1 and "no lab is up" in result.stderr
+
+
+def _endpoint_ids(node: str) -> dict[str, int]:
+    st = json.loads(meshctl("status", "-o", "json").stdout)[node]
+    return {f"{e['namespace']}/{e['podName']}": e["id"] for e in st.get("endpoints", [])}
+
+
+def test_datapath_outlives_its_agent_and_a_new_agent_adopts_it(lab):
+    from cli.lab.commands import _agent_synced, _start_agent
+    from cli import agents
+
+    before = _endpoint_ids("node-2")
+    assert before
+    st = lab_state.load()
+    old = st.node("node-2").agent
+    os.kill(old.pid, signal.SIGKILL)
+    psutil.Process(old.pid).wait(5)
+    # no agent on node-2: its programs stay attached and traffic still flows
+    assert probe("t/a", "t/c", 8080)["result"] == "connected"
+    assert probe("t/a", "t/c", 5353, "udp")["result"] == "connected"
+
+    with lab_state.locked() as st:
+        node = st.node("node-2")
+        node.agent = _start_agent(st, node)
+    lagging = agents.wait_until({"node-2": f"unix://{node.socket}"}, _agent_synced(st.generation), 120)
+    assert not lagging, lagging
+    assert _endpoint_ids("node-2") == before, "endpoint ids are read back from the pinned map"
+    client = probe("t/a", "t/c", 8080, path="/clientip")
+    sport = int(client["reply"].split(":")[1])
+    resumed = wait_for_flows(lambda f: f["nodeName"] == "node-2"
+                             and f["l4"].get("TCP", {}).get("sourcePort") == sport, "--node", "node-2")
+    assert len(resumed) == 1, "flows resume with the new agent"
 
 
 def test_down_leaves_nothing(lab):

@@ -89,3 +89,23 @@ def test_attach_replaces_in_place_and_detach_removes(pod_programs, veth_ns):
         tc.detach(ipr, idx)
         assert tc.attached_names(ipr, idx, tc.INGRESS) == []
         tc.detach(ipr, idx)  # detaching what is not there is fine
+
+
+def test_full_endpoint_map_is_an_error_naming_the_map():
+    from agent.datapath.endpoint_map import EndpointMap, EndpointRecord
+    from agent.datapath.errors import MapFullError
+    from agent.datapath.loader import DatapathConfig, PodPrograms
+
+    config = DatapathConfig(node=f"full-{uuid.uuid4().hex[:6]}", pin_root=TEST_PIN_ROOT, endpoint_map_size=2)
+    programs = PodPrograms(config)
+    try:
+        endpoints = EndpointMap(programs.table("weft_endpoints"), 2)
+        endpoints.write(10, EndpointRecord(1, "10.0.0.1"))
+        endpoints.write(11, EndpointRecord(2, "10.0.0.2"))
+        with pytest.raises(MapFullError, match=r"BPF map weft_endpoints is full \(2 entries\)"):
+            endpoints.write(12, EndpointRecord(3, "10.0.0.3"))
+        endpoints.write(11, EndpointRecord(2, "10.0.0.9"))  # updating in place still works
+        assert endpoints.read()[11].ipv4 == "10.0.0.9"
+    finally:
+        programs.close()
+        unpin_node(config.node, TEST_PIN_ROOT)
