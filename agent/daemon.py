@@ -22,7 +22,9 @@ from .api import server as api_server
 from .api.weft import agent_pb2
 from .datapath import preflight
 from .datapath.endpoints import EndpointManager
+from .datapath.lb_maps import LBMaps
 from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
+from .model import services
 from .model.cluster import Cluster
 from .observe.decode import FlowDecoder
 from .observe.reader import FlowReader
@@ -43,6 +45,7 @@ class AgentOptions:
     flow_buffer: int = 4095
     poll_interval: float = 0.2
     cleanup_on_exit: bool = False
+    lb_algorithm: str = "random"
 
 
 class Agent:
@@ -57,12 +60,18 @@ class Agent:
         self.started = time.monotonic_ns()
         self.ipr = IPRoute()
         self._ifnames: dict[int, str] = {}
+        self.service_plan: dict = {}
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
             links = self.ipr.get_links(ifindex) if ifindex else []
             self._ifnames[ifindex] = links[0].get_attr("IFLA_IFNAME") if links else ""
         return self._ifnames[ifindex]
+
+    def service_of(self, ip: str, port: int, protocol: str):
+        """The Service a frontend belongs to, for flow records."""
+        sf = self.service_plan.get(services.Frontend(ip, port, protocol))
+        return (sf.namespace, sf.name) if sf else None
 
     def status(self) -> agent_pb2.StatusResponse:
         endpoints = [
@@ -72,7 +81,8 @@ class Agent:
             )
             for ep in sorted(self.endpoints.endpoints.values(), key=lambda e: e.pod.key)
         ] if self.ready else []
-        errors = list(self.source.errors) + (list(self.endpoints.errors) if self.ready else [])
+        errors = list(self.source.errors) + (
+            list(self.endpoints.errors) + list(self.lb.errors) if self.ready else [])
         return agent_pb2.StatusResponse(
             node_name=self.options.node_name, version=__version__, ready=self.ready,
             synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
@@ -87,7 +97,8 @@ class Agent:
         log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
                  time.monotonic() - t0, self.options.datapath.pin_dir)
         self.endpoints = EndpointManager(self.programs, self.ipr)
-        decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname)
+        self.lb = LBMaps(self.programs)
+        decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
         self.server = api_server.serve(self.options.listen, self.store, self.status)
         log.info("listening on %s", self.options.listen)
@@ -110,6 +121,9 @@ class Agent:
                     self.cluster.apply_all(events)
                     self._ifnames.clear()
                 self.endpoints.sync(self.cluster.local_endpoints())
+                if events or not self.ready:
+                    self.service_plan = services.plan(self.cluster, self.options.lb_algorithm)
+                    self.lb.sync(self.service_plan)
                 self.synced_generation = self.source.generation
                 self.ready = True
                 next_resync = now + RESYNC_S

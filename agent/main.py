@@ -27,6 +27,16 @@ from .datapath.loader import DatapathConfig
 @click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
 @click.option("--flow-ring-pages", default=256, show_default=True,
               help="Pages of the kernel flow ring buffer (a power of two).")
+@click.option("--lb-algorithm", type=click.Choice(["random", "maglev"]), default="random", show_default=True,
+              help="Backend selection for Services without a weft.io/lb-algorithm annotation.")
+@click.option("--maglev-table-size", default=1021, show_default=True,
+              help="Entries of each Maglev table (a prime, about 100 x the backends of a Service).")
+@click.option("--lb-service-map-size", default=65536, show_default=True, help="Service frontends.")
+@click.option("--lb-backend-map-size", default=65536, show_default=True, help="Service backends.")
+@click.option("--lb-slot-map-size", default=262144, show_default=True, help="Backend slots, all Services.")
+@click.option("--lb-maglev-map-size", default=262144, show_default=True,
+              help="Maglev entries, all Services (table size x Maglev frontends).")
+@click.option("--lb-affinity-map-size", default=65536, show_default=True, help="Session affinity entries.")
 @click.option("--flow-buffer", default=4095, show_default=True, help="Recent flows kept in memory.")
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between source polls.")
 @click.option("--cleanup-on-exit", is_flag=True,
@@ -34,7 +44,9 @@ from .datapath.loader import DatapathConfig
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
-         endpoint_map_size, flow_ring_pages, flow_buffer, poll_interval, cleanup_on_exit, log_level):
+         endpoint_map_size, flow_ring_pages, lb_algorithm, maglev_table_size, lb_service_map_size,
+         lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
+         flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
                         format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
@@ -45,16 +57,24 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         raise click.UsageError("this build of Weft reads --manifests only; the Kubernetes API source "
                                "is not part of it yet")
     from .daemon import Agent, AgentOptions
+    from .model.maglev import is_prime
+
+    if not is_prime(maglev_table_size):
+        raise click.BadParameter(f"{maglev_table_size} is not prime", param_hint="--maglev-table-size")
 
     options = AgentOptions(
         node_name=node_name,
         manifests=manifests,
         listen=listen or f"unix:///var/run/weft/{node_name}/agent.sock",
         datapath=DatapathConfig(node=node_name, pin_root=pin_root, ct_map_size=ct_map_size,
-                                endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages),
+                                endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages,
+                                lb_services=lb_service_map_size, lb_backends=lb_backend_map_size,
+                                lb_slots=lb_slot_map_size, lb_maglev=lb_maglev_map_size,
+                                lb_affinity=lb_affinity_map_size, maglev_table_size=maglev_table_size),
         flow_buffer=flow_buffer,
         poll_interval=poll_interval,
         cleanup_on_exit=cleanup_on_exit,
+        lb_algorithm=lb_algorithm,
     )
     try:
         sys.exit(Agent(options).run())

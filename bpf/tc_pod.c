@@ -1,32 +1,44 @@
 /* TC programs on the host side of every local pod interface.
  *
- * from_pod runs at the host veth's ingress (packets the pod sends),
- * to_pod at its egress (packets delivered to the pod). Both track
- * connections and report the first packet of each one, and every drop,
- * as a flow event. Forwarding is left to the node's routing table.
+ * from_pod runs at the host veth's ingress (packets the pod sends): it
+ * load-balances Services (DNAT to a backend, or a reject when there is none)
+ * and tracks the connection. to_pod runs at its egress (packets delivered to
+ * the pod): it tracks the connection and reverses the translation on replies.
+ * Both report the first packet of each connection, and every drop, as a flow
+ * event. Forwarding is left to the node's routing table.
  */
 #include "lib/common.h"
 #include "lib/parse.h"
 #include "lib/metrics.h"
 #include "lib/endpoint.h"
-#include "lib/flow.h"
 #include "lib/conntrack.h"
+#include "lib/flow.h"
+#include "lib/nat.h"
+#include "lib/lb.h"
+#include "lib/reject.h"
 
-static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt, u32 ep_id,
-				u8 dir, u16 reason)
+static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
+				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
 {
 	metrics_count(reason, dir, skb->len);
-	flow_emit(pkt, skb->ifindex, ep_id, dir, VERDICT_DROPPED, reason, 0, FLOW_EVENT_DROP);
+	flow_emit(pkt, nat, skb->ifindex, ep_id, dir, VERDICT_DROPPED, reason, 0, FLOW_EVENT_DROP);
 	return TC_ACT_SHOT;
 }
 
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 {
 	struct pkt4 pkt = {};
+	struct nat4 nat = {};
 	struct endpoint_info *ep;
+	struct ct_entry *entry = NULL;
 	u32 ifindex = skb->ifindex;
 	u32 ep_id = 0;
 	int ret;
+
+	if (dir == DIR_INGRESS && skb->mark == WEFT_MARK_LOCAL_REPLY) {
+		skb->mark = 0;
+		return TC_ACT_OK; /* a reject built by from_pod on this interface */
+	}
 
 	ep = weft_endpoints.lookup(&ifindex);
 	if (ep)
@@ -39,15 +51,46 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	}
 	if (ret < 0) {
 		pkt.len = skb->len;
-		return drop(skb, &pkt, ep_id, dir, DROP_CT_INVALID_HDR);
+		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_INVALID_HDR);
 	}
 
-	ret = ct_process(&pkt, dir);
+	if (dir == DIR_EGRESS) {
+		struct lb4_service *svc = lb4_lookup(&pkt);
+
+		if (svc) {
+			ret = lb4_xlate(skb, &pkt, svc, &nat);
+			if (ret == LB_NO_BACKEND) {
+				struct nat4 vip = { .orig_daddr = pkt.daddr, .orig_dport = pkt.dport };
+
+				metrics_count(DROP_NO_SERVICE_BACKEND, dir, skb->len);
+				flow_emit(&pkt, &vip, ifindex, ep_id, dir, VERDICT_DROPPED,
+					  DROP_NO_SERVICE_BACKEND, 0, FLOW_EVENT_DROP);
+				return reject(skb, &pkt);
+			}
+			if (ret == LB_CT_FAILED)
+				return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
+			if (ret < 0)
+				return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+		}
+	}
+
+	ret = ct_process(&pkt, dir, &nat, &entry);
 	if (ret == CT_CREATE_FAILED)
-		return drop(skb, &pkt, ep_id, dir, DROP_CT_CREATE_FAILED);
+		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
 	if (ret == CT_NEW)
-		flow_emit(&pkt, ifindex, ep_id, dir, VERDICT_FORWARDED, REASON_FORWARDED, 0,
+		flow_emit(&pkt, &nat, ifindex, ep_id, dir, VERDICT_FORWARDED, REASON_FORWARDED, 0,
 			  FLOW_EVENT_NEW);
+
+	/* a reply from a Service's backend: it must seem to come from the VIP */
+	if (ret == CT_REPLY && entry && entry->rev_nat_addr) {
+		u32 vip = entry->rev_nat_addr;
+		u16 vport = entry->rev_nat_port;
+
+		if (entry->packets == 1 || !entry->seen_reply)
+			lb4_mark_replied(&pkt, entry);
+		if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, vip, pkt.sport, vport) < 0)
+			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+	}
 
 	metrics_count(REASON_FORWARDED, dir, skb->len);
 	return TC_ACT_OK;

@@ -5,12 +5,9 @@ bpf/lib/endpoint.h; nothing here restates that layout.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
-import struct
 from dataclasses import dataclass
 
-from .errors import MapFullError
+from .maps import be32_to_ip, delete_entry, ip_to_be32, write_entry
 
 
 @dataclass(frozen=True)
@@ -18,15 +15,6 @@ class EndpointRecord:
     ep_id: int
     ipv4: str
     identity: int = 0
-
-
-def _ip_to_be32(ip: str) -> int:
-    """An IPv4 address as the u32 whose memory holds it in network byte order."""
-    return struct.unpack("=I", socket.inet_aton(str(ipaddress.IPv4Address(ip))))[0]
-
-
-def _be32_to_ip(value: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", value))
 
 
 class EndpointMap:
@@ -39,25 +27,17 @@ class EndpointMap:
     def read(self) -> dict[int, EndpointRecord]:
         """Every entry, as pinned: what a restarting agent adopts."""
         return {
-            k.value: EndpointRecord(v.ep_id, _be32_to_ip(v.ipv4), v.identity)
+            k.value: EndpointRecord(v.ep_id, be32_to_ip(v.ipv4), v.identity)
             for k, v in self.table.items()
         }
 
     def write(self, ifindex: int, record: EndpointRecord) -> None:
         leaf = self.table.Leaf()
         leaf.ep_id = record.ep_id
-        leaf.ipv4 = _ip_to_be32(record.ipv4)
+        leaf.ipv4 = ip_to_be32(record.ipv4)
         leaf.identity = record.identity
         leaf.flags = 0
-        try:
-            self.table[self.table.Key(ifindex)] = leaf
-        except Exception as exc:
-            if "No space left" in str(exc) or "E2BIG" in str(exc) or "Argument list too long" in str(exc):
-                raise MapFullError(self.NAME, self.size) from None
-            raise
+        write_entry(self.table, self.table.Key(ifindex), leaf, self.NAME, self.size)
 
     def delete(self, ifindex: int) -> None:
-        try:
-            del self.table[self.table.Key(ifindex)]
-        except KeyError:
-            pass
+        delete_entry(self.table, self.table.Key(ifindex))

@@ -18,6 +18,7 @@ from ..model.cluster import Pod
 from . import tc
 from .endpoint_map import EndpointMap, EndpointRecord
 from .errors import DatapathError
+from .maps import IdAllocator
 from .loader import PodPrograms
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,6 @@ class EndpointManager:
         self.endpoints: dict[str, Endpoint] = {}
         self.errors: list[str] = []
 
-    def _allocate_id(self, used: set[int]) -> int:
-        ep_id = 1
-        while ep_id in used:
-            ep_id += 1
-        return ep_id
-
     def sync(self, desired: dict[str, Pod]) -> list[str]:
         """Make the datapath serve exactly `desired`; return what could not be done."""
         errors: list[str] = []
@@ -77,13 +72,12 @@ class EndpointManager:
         for ifindex in sorted(set(self.records) - set(wanted)):
             self._remove(ifindex)
 
-        used_ids = {r.ep_id for i, r in self.records.items() if i in wanted}
+        ids = IdAllocator(r.ep_id for i, r in self.records.items() if i in wanted)
         endpoints: dict[str, Endpoint] = {}
         for ifindex, (pod, ifname) in wanted.items():
             record = self.records.get(ifindex)
             if record is None or record.ipv4 != pod.ip:
-                ep_id = record.ep_id if record else self._allocate_id(used_ids)
-                used_ids.add(ep_id)
+                ep_id = record.ep_id if record else ids.allocate()
                 record = EndpointRecord(ep_id=ep_id, ipv4=pod.ip)
                 try:
                     self.map.write(ifindex, record)

@@ -32,6 +32,12 @@ class DatapathConfig:
     ct_map_size: int = 65536
     endpoint_map_size: int = 1024
     flow_ring_pages: int = 256  # a power of two
+    lb_services: int = 65536
+    lb_backends: int = 65536
+    lb_slots: int = 262144
+    lb_maglev: int = 262144
+    lb_affinity: int = 65536
+    maglev_table_size: int = 1021  # prime
 
     @property
     def pin_dir(self) -> Path:
@@ -45,6 +51,11 @@ class DatapathConfig:
             f"-DWEFT_CT_MAP_SIZE={self.ct_map_size}",
             f"-DWEFT_ENDPOINT_MAP_SIZE={self.endpoint_map_size}",
             f"-DWEFT_FLOW_RING_PAGES={self.flow_ring_pages}",
+            f"-DWEFT_LB_SERVICE_MAP_SIZE={self.lb_services}",
+            f"-DWEFT_LB_BACKEND_MAP_SIZE={self.lb_backends}",
+            f"-DWEFT_LB_SLOT_MAP_SIZE={self.lb_slots}",
+            f"-DWEFT_LB_MAGLEV_MAP_SIZE={self.lb_maglev}",
+            f"-DWEFT_LB_AFFINITY_MAP_SIZE={self.lb_affinity}",
         ]
 
 

@@ -39,6 +39,8 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     phase: str = "Pending"
     workload: Workload | None = None
+    terminating: bool = False  # metadata.deletionTimestamp is set
+    ready: bool = True         # the Ready condition, when the pod reports one
 
     @property
     def key(self) -> str:
@@ -95,6 +97,9 @@ def pod_from_object(obj: dict) -> Pod:
         ports=tuple(ports),
         phase=status.get("phase") or "Pending",
         workload=_workload(meta),
+        terminating=bool(meta.get("deletionTimestamp")),
+        ready=all(c.get("status") == "True" for c in status.get("conditions") or []
+                  if isinstance(c, dict) and c.get("type") == "Ready"),
     )
 
 

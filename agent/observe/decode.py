@@ -7,7 +7,6 @@ Hubble's, so they pass straight through.
 from __future__ import annotations
 
 import socket
-import struct
 import time
 import uuid
 from typing import Callable
@@ -16,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from ..api.flow import flow_pb2 as pb
+from ..datapath.maps import be32_to_ip as _ip
 from ..model.cluster import Cluster, Pod
 
 # Cilium's monitor message types and trace sub-types.
@@ -43,19 +43,17 @@ def monotonic_to_wall_offset_ns() -> int:
     return time.time_ns() - time.monotonic_ns()
 
 
-def _ip(be32: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", be32))
-
-
 def tcp_flags(bits: int) -> pb.TCPFlags:
     return pb.TCPFlags(**{name: True for i, name in enumerate(TCP_FLAG_NAMES) if bits & (1 << i)})
 
 
 class FlowDecoder:
-    def __init__(self, node_name: str, cluster: Cluster, ifname: Callable[[int], str]):
+    def __init__(self, node_name: str, cluster: Cluster, ifname: Callable[[int], str],
+                 service_of: Callable[[str, int, str], tuple[str, str] | None] = lambda *_: None):
         self.node_name = node_name
         self.cluster = cluster
         self.ifname = ifname
+        self.service_of = service_of
         self.offset_ns = monotonic_to_wall_offset_ns()
 
     def endpoint(self, ip: str, ep_id: int) -> pb.Endpoint:
@@ -106,6 +104,12 @@ class FlowDecoder:
         dst_ep = ev.ep_id if ev.direction == DIR_INGRESS else 0
         flow.source.CopyFrom(self.endpoint(saddr, src_ep))
         flow.destination.CopyFrom(self.endpoint(daddr, dst_ep))
+        orig = getattr(ev, "orig_daddr", 0)
+        if orig:
+            proto = "TCP" if ev.proto == socket.IPPROTO_TCP else "UDP"
+            svc = self.service_of(_ip(orig), ev.orig_dport, proto)
+            if svc:
+                flow.destination_service.namespace, flow.destination_service.name = svc
         if ev.kind == EVENT_DROP:
             flow.drop_reason = ev.drop_reason
             flow.drop_reason_desc = ev.drop_reason

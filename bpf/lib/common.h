@@ -29,6 +29,21 @@
 #ifndef WEFT_ENDPOINT_MAP_SIZE
 #define WEFT_ENDPOINT_MAP_SIZE 1024
 #endif
+#ifndef WEFT_LB_SERVICE_MAP_SIZE
+#define WEFT_LB_SERVICE_MAP_SIZE 65536
+#endif
+#ifndef WEFT_LB_BACKEND_MAP_SIZE
+#define WEFT_LB_BACKEND_MAP_SIZE 65536
+#endif
+#ifndef WEFT_LB_SLOT_MAP_SIZE
+#define WEFT_LB_SLOT_MAP_SIZE 262144
+#endif
+#ifndef WEFT_LB_MAGLEV_MAP_SIZE
+#define WEFT_LB_MAGLEV_MAP_SIZE 262144
+#endif
+#ifndef WEFT_LB_AFFINITY_MAP_SIZE
+#define WEFT_LB_AFFINITY_MAP_SIZE 65536
+#endif
 #ifndef WEFT_FLOW_RING_PAGES
 #define WEFT_FLOW_RING_PAGES 256
 #endif
@@ -51,6 +66,12 @@ enum weft_drop_reason {
 	DROP_INVALID_PACKET = 134,
 	DROP_CT_INVALID_HDR = 135,
 	DROP_CT_CREATE_FAILED = 155,
+	DROP_NO_SERVICE_BACKEND = 158,
+	DROP_WRITE_ERROR = 141,
 };
+
+/* skb->mark of a reply the datapath built itself (a reject): the program at
+ * the other end of the interface lets it pass untracked. */
+#define WEFT_MARK_LOCAL_REPLY 0x0e5f0001
 
 #endif

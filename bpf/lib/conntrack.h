@@ -31,13 +31,28 @@ struct ct_key {
 	u16 pad;
 };
 
+/* Service connections have two entries: one keyed on the client's tuple to
+ * the VIP (dir CT_DIR_SERVICE) that pins the backend, and the ordinary egress
+ * entry of the translated tuple, which remembers the VIP for reverse NAT. */
+#define CT_DIR_SERVICE 3
+
 struct ct_entry {
-	u64 expires;    /* monotonic seconds */
+	u64 expires;      /* monotonic seconds */
 	u64 packets;
 	u64 bytes;
+	u32 backend_id;   /* service entries: the backend this connection keeps */
+	u32 rev_nat_addr; /* translated entries: the VIP replies come from (network order) */
+	u16 rev_nat_port; /* ...and its port (host order) */
 	u8  seen_reply;
 	u8  closing;
-	u8  pad[6];
+	u32 pad;
+};
+
+/* What service translation did to a packet, for conntrack and flow events. */
+struct nat4 {
+	u32 orig_daddr; /* the VIP, network order; 0 when not translated */
+	u16 orig_dport;
+	u16 pad;
 };
 
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, weft_ct,
@@ -86,8 +101,10 @@ static __always_inline int ct_trackable(const struct pkt4 *pkt)
 	return 1;
 }
 
-/* ct_process looks the packet up and opens an entry for a new connection. */
-static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir)
+/* ct_process looks the packet up and opens an entry for a new connection.
+ * *out points at the entry found (replies and established connections). */
+static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat,
+				      struct ct_entry **out)
 {
 	struct ct_key key = {};
 	struct ct_entry *e;
@@ -116,6 +133,7 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir)
 	if (e && e->expires >= now) {
 		e->seen_reply = 1;
 		ct_refresh(e, pkt, now);
+		*out = e;
 		return CT_REPLY;
 	}
 
@@ -127,12 +145,15 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir)
 	e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
 		ct_refresh(e, pkt, now);
+		*out = e;
 		return CT_ESTABLISHED;
 	}
 
 	{
 		struct ct_entry fresh = {};
 
+		fresh.rev_nat_addr = nat->orig_daddr;
+		fresh.rev_nat_port = nat->orig_dport;
 		ct_refresh(&fresh, pkt, now);
 		if (weft_ct.update(&key, &fresh) < 0)
 			return CT_CREATE_FAILED;

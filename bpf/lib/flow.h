@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "parse.h"
+#include "conntrack.h"
 
 enum flow_event_kind {
 	FLOW_EVENT_NEW = 1,  /* first packet of a connection at this endpoint */
@@ -30,6 +31,9 @@ struct flow_event {
 	u8  tcp_flags;
 	u8  is_reply;
 	u8  kind;        /* enum flow_event_kind */
+	u32 orig_daddr;  /* a Service's VIP before translation, network order; 0 if none */
+	u16 orig_dport;
+	u16 pad;
 };
 
 BPF_RINGBUF_OUTPUT(weft_flows, WEFT_FLOW_RING_PAGES);
@@ -37,8 +41,8 @@ BPF_RINGBUF_OUTPUT(weft_flows, WEFT_FLOW_RING_PAGES);
 /* Ring-buffer reserve failures: the only place such losses become visible. */
 BPF_TABLE_PINNED("percpu_array", u32, u64, weft_flow_lost, 1, WEFT_PIN(weft_flow_lost));
 
-static __always_inline void flow_emit(const struct pkt4 *pkt, u32 ifindex, u32 ep_id,
-				      u8 dir, u8 verdict, u16 reason, u8 is_reply,
+static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
+				      u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
 				      u8 kind)
 {
 	struct flow_event *ev = weft_flows.ringbuf_reserve(sizeof(struct flow_event));
@@ -66,6 +70,9 @@ static __always_inline void flow_emit(const struct pkt4 *pkt, u32 ifindex, u32 e
 	ev->tcp_flags = pkt->tcp_flags;
 	ev->is_reply = is_reply;
 	ev->kind = kind;
+	ev->orig_daddr = nat->orig_daddr;
+	ev->orig_dport = nat->orig_dport;
+	ev->pad = 0;
 	weft_flows.ringbuf_submit(ev, 0);
 }
 

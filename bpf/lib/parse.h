@@ -19,6 +19,8 @@ struct pkt4 {
 	u8  is_fragment;
 	u8  pad;
 	u32 len;
+	u16 l4_off;      /* offset of the L4 header from the start of the packet */
+	u16 pad2;
 };
 
 enum parse_result {
@@ -57,6 +59,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 		return PARSE_OK; /* no L4 header in later fragments */
 
 	l4_off = ETH_HLEN + ip.ihl * 4;
+	pkt->l4_off = l4_off;
 	if (ip.protocol == IPPROTO_TCP) {
 		struct tcphdr tcp;
 		u8 flags;

@@ -1,0 +1,67 @@
+"""Writing BPF map entries through BCC with errors an operator can act on."""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+
+from .errors import DatapathError, MapFullError
+
+_FULL = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
+
+
+def write_entry(table, key, leaf, map_name: str, size: int) -> None:
+    """table[key] = leaf; a full map raises MapFullError naming it."""
+    try:
+        table[key] = leaf
+    except Exception as exc:  # BCC raises a bare Exception carrying the errno text
+        text = str(exc)
+        if any(f"Errno {code}]" in text for code in _FULL) or "Argument list too long" in text:
+            raise MapFullError(map_name, size) from None
+        raise DatapathError(f"writing BPF map {map_name}: {text}") from None
+
+
+def delete_entry(table, key) -> None:
+    try:
+        del table[key]
+    except KeyError:
+        pass
+
+
+def ip_to_be32(ip: str) -> int:
+    """An IPv4 address as the u32 whose memory holds it in network byte order."""
+    return struct.unpack("=I", socket.inet_aton(str(ipaddress.IPv4Address(ip))))[0]
+
+
+def be32_to_ip(value: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", value))
+
+
+class IdAllocator:
+    """Lowest free positive id, in O(log n): ids freed are reused first."""
+
+    def __init__(self, used=()):
+        import heapq
+
+        self._heapq = heapq
+        self.used = set(used)
+        self.next = max(self.used, default=0) + 1
+        self.free = [i for i in range(1, self.next) if i not in self.used]
+        heapq.heapify(self.free)
+
+    def allocate(self) -> int:
+        while self.free:
+            candidate = self._heapq.heappop(self.free)
+            if candidate not in self.used:
+                self.used.add(candidate)
+                return candidate
+        candidate = self.next
+        self.next += 1
+        self.used.add(candidate)
+        return candidate
+
+    def release(self, ident: int) -> None:
+        if ident in self.used:
+            self.used.discard(ident)
+            self._heapq.heappush(self.free, ident)
