@@ -60,6 +60,7 @@ def build_filters(opts: dict) -> list[pb.FlowFilter]:
         ("source_pod", "destination_pod", [_pod_ref(p) for p in opts["pod"]]
          + [f"{ns}/" for ns in opts["namespace"]]),
         ("source_ip", "destination_ip", list(opts["ip"])),
+        ("source_service", "destination_service", [_pod_ref(s) for s in opts["service"]]),
         ("source_label", "destination_label", list(opts["label"])),
         ("source_port", "destination_port", [str(p) for p in opts["port"]]),
     ]
@@ -124,8 +125,10 @@ def compact(resp: observer_pb2.GetFlowsResponse) -> str:
     if f.verdict == pb.DROPPED:
         what = f"{pb.DropReason.Name(f.drop_reason_desc)} {what}"
     point = OBS_POINT.get(f.trace_observation_point, "")
+    service = (f" [service {f.destination_service.namespace}/{f.destination_service.name}]"
+               if f.destination_service.name else "")
     return (f"{_when(f.time)} [{f.node_name}]: {_endpoint(f.source, f.IP.source, sport)} {arrow} "
-            f"{_endpoint(f.destination, f.IP.destination, dport)} {point + ' ' if point else ''}"
+            f"{_endpoint(f.destination, f.IP.destination, dport)}{service} {point + ' ' if point else ''}"
             f"{what} ({summary(f)})")
 
 
@@ -184,8 +187,6 @@ def _stream(name: str, address: str, request, out: queue.Queue) -> None:
 @click.option("-o", "--output", type=click.Choice(["compact", "json", "table"]), default="compact")
 def flows(server, follow, last, since, until, output, **opts):
     """Observe flows: who talked to whom, and what the datapath did."""
-    if opts["service"]:
-        raise click.UsageError("--service needs service load balancing, which this build lacks")
     request = observer_pb2.GetFlowsRequest(follow=follow, whitelist=build_filters(opts))
     if since:
         request.since.CopyFrom(parse_time(since))

@@ -31,12 +31,25 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, tot_len: int | None = N
     return header + payload
 
 
-def tcp(sport: int, dport: int, flags: int = TCP_SYN, payload: bytes = b"") -> bytes:
-    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0) + payload
+def _pseudo(src: str, dst: str, proto: int, length: int) -> bytes:
+    return socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, proto, length)
 
 
-def udp(sport: int, dport: int, payload: bytes = b"x") -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+def tcp(sport: int, dport: int, flags: int = TCP_SYN, payload: bytes = b"", seq: int = 1000,
+        src: str | None = None, dst: str | None = None) -> bytes:
+    seg = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0) + payload
+    if src and dst:
+        csum = checksum(_pseudo(src, dst, socket.IPPROTO_TCP, len(seg)) + seg)
+        seg = seg[:16] + struct.pack("!H", csum) + seg[18:]
+    return seg
+
+
+def udp(sport: int, dport: int, payload: bytes = b"x", src: str | None = None, dst: str | None = None) -> bytes:
+    seg = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    if src and dst:
+        csum = checksum(_pseudo(src, dst, socket.IPPROTO_UDP, len(seg)) + seg) or 0xFFFF
+        seg = seg[:6] + struct.pack("!H", csum) + seg[8:]
+    return seg
 
 
 def icmp_echo(ident: int, reply: bool = False) -> bytes:
@@ -44,9 +57,39 @@ def icmp_echo(ident: int, reply: bool = False) -> bytes:
     return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
 
 
-def tcp_packet(src: str, dst: str, sport: int, dport: int, flags: int = TCP_SYN, **ip_kw) -> bytes:
-    return ethernet(ipv4(src, dst, socket.IPPROTO_TCP, tcp(sport, dport, flags), **ip_kw))
+def tcp_packet(src: str, dst: str, sport: int, dport: int, flags: int = TCP_SYN, seq: int = 1000,
+               **ip_kw) -> bytes:
+    return ethernet(ipv4(src, dst, socket.IPPROTO_TCP, tcp(sport, dport, flags, seq=seq, src=src, dst=dst),
+                         **ip_kw))
 
 
 def udp_packet(src: str, dst: str, sport: int, dport: int, **ip_kw) -> bytes:
-    return ethernet(ipv4(src, dst, socket.IPPROTO_UDP, udp(sport, dport), **ip_kw))
+    return ethernet(ipv4(src, dst, socket.IPPROTO_UDP, udp(sport, dport, src=src, dst=dst), **ip_kw))
+
+
+class Parsed:
+    """The fields of an Ethernet/IPv4/TCP-UDP-ICMP packet that tests assert on."""
+
+    def __init__(self, frame: bytes):
+        self.frame = frame
+        self.eth_dst, self.eth_src = frame[0:6], frame[6:12]
+        ip = frame[14:]
+        ihl = (ip[0] & 0x0F) * 4
+        self.ip_header = ip[:ihl]
+        self.tot_len = struct.unpack("!H", ip[2:4])[0]
+        self.proto = ip[9]
+        self.src, self.dst = socket.inet_ntoa(ip[12:16]), socket.inet_ntoa(ip[16:20])
+        self.l4 = ip[ihl:self.tot_len]
+        if self.proto in (socket.IPPROTO_TCP, socket.IPPROTO_UDP):
+            self.sport, self.dport = struct.unpack("!HH", self.l4[:4])
+        if self.proto == socket.IPPROTO_TCP:
+            self.seq, self.ack = struct.unpack("!II", self.l4[4:12])
+            self.flags = self.l4[13]
+
+    def ip_checksum_ok(self) -> bool:
+        return checksum(self.ip_header) == 0
+
+    def l4_checksum_ok(self) -> bool:
+        if self.proto == socket.IPPROTO_ICMP:
+            return checksum(self.l4) == 0
+        return checksum(_pseudo(self.src, self.dst, self.proto, len(self.l4)) + self.l4) == 0

@@ -36,6 +36,17 @@ def _pod_matches(ep: pb.Endpoint, patterns) -> bool:
     return False
 
 
+def _service_matches(svc: pb.Service, patterns) -> bool:
+    """Like pods: "ns/name-prefix", "ns/" for a namespace, a bare name in default."""
+    if not svc.name:
+        return False
+    for pattern in patterns:
+        ns, _, prefix = pattern.rpartition("/")
+        if svc.namespace == (ns or "default") and svc.name.startswith(prefix):
+            return True
+    return False
+
+
 def _labels(ep: pb.Endpoint) -> dict[str, str]:
     out = {}
     for label in ep.labels:
@@ -98,6 +109,8 @@ def filter_matches(flow: pb.Flow, f: pb.FlowFilter) -> bool:
         (f.source_label, lambda: any(_selector_matches(_labels(flow.source), s) for s in f.source_label)),
         (f.destination_label,
          lambda: any(_selector_matches(_labels(flow.destination), s) for s in f.destination_label)),
+        (f.source_service, lambda: _service_matches(flow.source_service, f.source_service)),
+        (f.destination_service, lambda: _service_matches(flow.destination_service, f.destination_service)),
         (f.verdict, lambda: flow.verdict in f.verdict),
         (f.traffic_direction, lambda: flow.traffic_direction in f.traffic_direction),
         (f.protocol, lambda: _protocol(flow) in {p.lower() for p in f.protocol}),

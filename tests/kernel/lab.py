@@ -45,3 +45,22 @@ def wait_for_flows(predicate, *args: str, timeout: float = 5.0) -> list[dict]:
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def up_or_skip(nodes: int, manifest: Path):
+    """Build a lab for a test module; skip when the machine's lab slot is taken."""
+    import pytest
+
+    from cli.lab import state as lab_state
+
+    if lab_state.exists():
+        pytest.skip("a lab is already up on this machine; these tests build their own "
+                    "(run `meshctl lab down` first)")
+    meshctl("lab", "up", "--nodes", str(nodes), "-f", str(manifest))
+
+
+def down_if_up() -> None:
+    from cli.lab import state as lab_state
+
+    if lab_state.exists():
+        meshctl("lab", "down")

@@ -13,7 +13,7 @@ import pytest
 
 from cli.lab import state as lab_state
 
-from .lab import MANIFESTS, meshctl, pods, probe, wait_for_flows
+from .lab import MANIFESTS, down_if_up, meshctl, pods, probe, up_or_skip, wait_for_flows
 
 pytestmark = pytest.mark.kernel
 
@@ -30,14 +30,10 @@ def _root_links() -> set[str]:
 
 @pytest.fixture(scope="module")
 def lab():
-    if lab_state.exists():
-        pytest.skip("a lab is already up on this machine; these tests build their own "
-                    "(run `meshctl lab down` first)")
     before = {"netns": _netns(), "links": _root_links()}
-    meshctl("lab", "up", "--nodes", "2", "-f", str(MANIFESTS / "two-nodes.yaml"))
+    up_or_skip(2, MANIFESTS / "two-nodes.yaml")
     yield before
-    if lab_state.exists():
-        meshctl("lab", "down")
+    down_if_up()
 
 
 def test_pods_run_on_both_nodes_with_ips_from_their_node_cidr(lab):

@@ -117,7 +117,7 @@ def test_whitelist_any_blacklist_excludes():
 
 def opts(**kw):
     base = {k: () for k in ("verdict", "protocol", "node", "from_pod", "to_pod", "from_ip", "to_ip",
-                            "from_label", "to_label", "pod", "namespace", "ip", "label", "port")}
+                            "from_label", "to_label", "pod", "namespace", "ip", "label", "port", "service")}
     base.update(kw)
     return base
 
@@ -143,3 +143,13 @@ def test_compact_line_and_json_round_trip():
     text = json.dumps(json_format.MessageToDict(resp))
     back = json_format.Parse(text, observer_pb2.GetFlowsResponse())
     assert back == resp
+
+
+def test_service_filter_and_compact_names_the_service():
+    f = FlowDecoder("node-1", cluster(), lambda i: "", lambda ip, port, proto: ("t", "web")).decode(
+        event(orig_daddr=ip_u32("10.96.0.10"), orig_dport=80))
+    assert (f.destination_service.namespace, f.destination_service.name) == ("t", "web")
+    assert filter_matches(f, pb.FlowFilter(destination_service=["t/web"]))
+    assert not filter_matches(f, pb.FlowFilter(destination_service=["t/db"]))
+    assert request_matches(f, build_filters(opts(service=("t/web",))), [])
+    assert "-> t/c:8080 [service t/web] from-endpoint" in compact(observer_pb2.GetFlowsResponse(flow=f))

@@ -1,0 +1,155 @@
+"""The service path of the pod programs on crafted packets (BPF_PROG_TEST_RUN):
+DNAT with valid checksums, reverse NAT, backend kept per connection, Maglev,
+affinity and rejects."""
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from agent.datapath.lb_maps import LBMaps
+from agent.datapath.testrun import test_run as run
+from agent.model.services import Backend, Frontend, ServiceFrontend
+from tests import packets as pk
+
+pytestmark = pytest.mark.kernel
+
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+VIP = "10.96.7.1"
+CLIENT = "10.244.9.2"
+B1, B2, B3 = (Backend(f"10.244.9.{i}", 8080, "TCP") for i in (11, 12, 13))
+
+
+@pytest.fixture
+def lb(pod_programs):
+    maps = LBMaps(pod_programs)
+    yield maps
+    maps.sync({})
+    ct = pod_programs.table("weft_ct")
+    ct.clear()
+
+
+def web(backends, port=80, protocol="TCP", **kw) -> dict:
+    fe = Frontend(VIP, port, protocol)
+    return {fe: ServiceFrontend("x", "web", "http", fe, tuple(backends), **kw)}
+
+
+def syn(sport, dst=VIP, dport=80, src=CLIENT):
+    return pk.tcp_packet(src, dst, sport, dport)
+
+
+def backend_of(pod_programs, sport, **kw) -> pk.Parsed:
+    result = run(pod_programs.from_pod.fd, syn(sport, **kw))
+    assert result.retval == TC_ACT_OK
+    return pk.Parsed(result.packet)
+
+
+def test_dnat_to_a_backend_with_valid_checksums(pod_programs, lb):
+    lb.sync(web([B1, B2]))
+    out = backend_of(pod_programs, 40001)
+    assert (out.dst, out.dport) in {(B1.ip, 8080), (B2.ip, 8080)}
+    assert (out.src, out.sport) == (CLIENT, 40001), "no SNAT: the server sees the client"
+    assert out.ip_checksum_ok() and out.l4_checksum_ok()
+
+
+def test_udp_dnat_and_reverse_nat(pod_programs, lb):
+    u1 = Backend("10.244.9.21", 5353, "UDP")
+    lb.sync(web([u1], port=53, protocol="UDP"))
+    req = run(pod_programs.from_pod.fd, pk.udp_packet(CLIENT, VIP, 33000, 53))
+    out = pk.Parsed(req.packet)
+    assert (out.dst, out.dport) == (u1.ip, 5353) and out.l4_checksum_ok()
+    reply = run(pod_programs.to_pod.fd, pk.udp_packet(u1.ip, CLIENT, 5353, 33000))
+    back = pk.Parsed(reply.packet)
+    assert (back.src, back.sport, back.dst, back.dport) == (VIP, 53, CLIENT, 33000)
+    assert back.ip_checksum_ok() and back.l4_checksum_ok()
+
+
+def test_reply_from_backend_seems_to_come_from_the_vip(pod_programs, lb):
+    lb.sync(web([B1]))
+    backend_of(pod_programs, 40002)
+    synack = pk.tcp_packet(B1.ip, CLIENT, 8080, 40002, flags=pk.TCP_SYN | pk.TCP_ACK)
+    result = run(pod_programs.to_pod.fd, synack)
+    back = pk.Parsed(result.packet)
+    assert result.retval == TC_ACT_OK
+    assert (back.src, back.sport) == (VIP, 80)
+    assert back.ip_checksum_ok() and back.l4_checksum_ok()
+
+
+def test_connection_keeps_its_backend_when_others_change(pod_programs, lb):
+    lb.sync(web([B1, B2, B3]))
+    first = backend_of(pod_programs, 40003).dst
+    others = [b for b in (B1, B2, B3) if b.ip != first]
+    kept = next(b for b in (B1, B2, B3) if b.ip == first)
+    lb.sync(web([kept, Backend("10.244.9.14", 8080, "TCP")]))  # the two others leave
+    for _ in range(5):
+        ack = pk.tcp_packet(CLIENT, VIP, 40003, 80, flags=pk.TCP_ACK)
+        assert pk.Parsed(run(pod_programs.from_pod.fd, ack).packet).dst == first
+    assert others  # and new connections never reach the removed ones
+    new_dsts = {backend_of(pod_programs, 41000 + i).dst for i in range(30)}
+    assert new_dsts <= {kept.ip, "10.244.9.14"}
+
+
+def test_random_selection_spreads(pod_programs, lb):
+    lb.sync(web([B1, B2, B3]))
+    seen = {backend_of(pod_programs, 42000 + i).dst for i in range(60)}
+    assert seen == {B1.ip, B2.ip, B3.ip}
+
+
+def test_maglev_picks_the_same_backend_for_the_same_tuple(pod_programs, lb):
+    lb.sync(web([B1, B2, B3], algorithm="maglev"))
+    ct = pod_programs.table("weft_ct")
+    firsts = {}
+    for sport in range(43000, 43040):
+        firsts[sport] = backend_of(pod_programs, sport).dst
+    assert len(set(firsts.values())) == 3, "the hash spreads connections"
+    ct.clear()  # forget every connection: Maglev alone must choose the same again
+    assert {s: backend_of(pod_programs, s).dst for s in firsts} == firsts
+
+
+def test_session_affinity_sticks_per_client(pod_programs, lb):
+    lb.sync(web([B1, B2, B3], affinity_timeout=60))
+    chosen = {backend_of(pod_programs, 44000 + i).dst for i in range(20)}
+    assert len(chosen) == 1
+    other_client = {backend_of(pod_programs, 44100 + i, src="10.244.9.3").dst for i in range(20)}
+    assert len(other_client) == 1
+
+
+def test_no_backend_tcp_gets_a_rst_from_the_vip(pod_programs, lb):
+    lb.sync(web([]))
+    packet = pk.tcp_packet(CLIENT, VIP, 45000, 80, seq=777)
+    result = run(pod_programs.from_pod.fd, packet)
+    assert result.retval == TC_ACT_REDIRECT, "sent back out of the interface it came in on"
+    rst = pk.Parsed(result.packet)
+    assert (rst.src, rst.sport, rst.dst, rst.dport) == (VIP, 80, CLIENT, 45000)
+    assert rst.flags == 0x14 and rst.ack == 778  # RST|ACK acknowledging the SYN
+    assert rst.eth_dst == packet[6:12] and rst.eth_src == packet[0:6]
+    assert rst.ip_checksum_ok() and rst.l4_checksum_ok()
+
+
+def test_no_backend_udp_gets_icmp_port_unreachable(pod_programs, lb):
+    lb.sync(web([], port=53, protocol="UDP"))
+    packet = pk.udp_packet(CLIENT, VIP, 46000, 53)
+    result = run(pod_programs.from_pod.fd, packet)
+    assert result.retval == TC_ACT_REDIRECT
+    icmp = pk.Parsed(result.packet)
+    assert (icmp.proto, icmp.src, icmp.dst) == (socket.IPPROTO_ICMP, VIP, CLIENT)
+    assert icmp.l4[0:2] == bytes([3, 3])  # destination unreachable, port unreachable
+    quoted = pk.Parsed(packet[:14] + icmp.l4[8:])  # the original header and 8 bytes
+    assert (quoted.src, quoted.dst) == (CLIENT, VIP) and quoted.l4[:4] == struct.pack("!HH", 46000, 53)
+    assert icmp.ip_checksum_ok() and icmp.l4_checksum_ok()
+
+
+def test_a_rst_is_never_answered(pod_programs, lb):
+    lb.sync(web([]))
+    rst = pk.tcp_packet(CLIENT, VIP, 45001, 80, flags=pk.TCP_RST)
+    assert run(pod_programs.from_pod.fd, rst).retval == TC_ACT_SHOT
+
+
+def test_non_service_traffic_is_untouched(pod_programs, lb):
+    lb.sync(web([B1]))
+    packet = pk.tcp_packet(CLIENT, "10.244.9.99", 40100, 80)
+    result = run(pod_programs.from_pod.fd, packet)
+    assert result.retval == TC_ACT_OK and result.packet == packet
+    wrong_port = syn(40101, dport=81)
+    assert run(pod_programs.from_pod.fd, wrong_port).packet == wrong_port

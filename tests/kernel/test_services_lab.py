@@ -1,0 +1,167 @@
+"""Services in a 2-node lab, balanced by Weft's programs alone: spread, the
+client's own IP at the server, rejects without endpoints, connections that keep
+their backend while others come and go, Maglev, affinity, UDP after removal."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections import Counter
+
+import pytest
+
+from cli.lab import netns
+
+from .lab import MANIFESTS, down_if_up, meshctl, pods, probe, up_or_skip, wait_for_flows
+
+pytestmark = pytest.mark.kernel
+CLIENT_NS = "weft-pod-s-client"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    up_or_skip(2, MANIFESTS / "services.yaml")
+    yield
+    down_if_up()
+
+
+def vip(name: str) -> str:
+    services = json.loads(meshctl("lab", "get", "services", "-o", "json").stdout)["items"]
+    return next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == name)
+
+
+def web_pod_yaml(name: str, node: str, port: int = 8080) -> str:
+    return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: s, labels: {{app: web}}}}\n"
+            f"spec:\n  nodeName: {node}\n  containers: [{{name: web, ports: [{{name: http, containerPort: {port}}},"
+            f" {{name: dns, containerPort: 5353, protocol: UDP}}]}}]\n")
+
+
+def apply_text(tmp_path, text: str, verb: str = "apply") -> None:
+    path = tmp_path / f"{verb}-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    meshctl("lab", verb, "-f", str(path))
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection from the client pod, kept open across requests."""
+
+    def __init__(self, ip: str, port: int):
+        with netns.entered(CLIENT_NS):
+            self.sock = socket.create_connection((ip, port), timeout=2)
+
+    def get(self, path: str = "/hostname") -> str:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.sock.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            body += self.sock.recv(4096)
+        return body.decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_clusterip_spreads_over_every_backend_with_named_target_ports(lab):
+    replies = Counter(probe("s/client", "web.s", 80)["reply"] for _ in range(40))
+    assert set(replies) == {"web-1", "web-2", "web-3"}, replies  # web-3 serves "http" on 8081
+
+
+def test_server_sees_the_client_pod_ip(lab):
+    client_ip = pods()["s/client"]["status"]["podIP"]
+    for _ in range(6):
+        assert probe("s/client", "web.s", 80, path="/clientip")["reply"].split(":")[0] == client_ip
+
+
+def test_udp_service(lab):
+    replies = {probe("s/client", "web.s", 53, "udp")["reply"] for _ in range(30)}
+    assert replies == {"web-1", "web-2", "web-3"}
+
+
+def test_no_endpoints_is_rejected_at_once_and_reported(lab):
+    for protocol, port in (("tcp", 80), ("udp", 53)):
+        result = probe("s/client", "empty.s", port, protocol)
+        assert result["result"] == "refused" and result["seconds"] < 0.5, result
+    drops = wait_for_flows(lambda f: f.get("dropReasonDesc") == "SERVICE_BACKEND_NOT_FOUND",
+                           "--service", "s/empty", "--verdict", "DROPPED")
+    assert len(drops) >= 2
+    assert all(d["flow"]["destinationService"] == {"name": "empty", "namespace": "s"} for d in drops)
+
+
+def test_flows_name_the_service_and_the_backend(lab):
+    client = probe("s/client", "web.s", 80, path="/clientip")
+    sport = int(client["reply"].split(":")[1])
+    found = wait_for_flows(lambda f: f.get("l4", {}).get("TCP", {}).get("sourcePort") == sport,
+                           "--service", "s/web", "--node", "node-1")
+    assert len(found) == 1
+    flow = found[0]["flow"]
+    assert flow["destinationService"] == {"name": "web", "namespace": "s"}
+    assert flow["destination"]["podName"].startswith("web-")
+    assert flow["IP"]["destination"] != vip("web"), "the record shows the backend after translation"
+
+
+def test_connection_keeps_its_backend_while_the_others_leave_and_return(lab, tmp_path):
+    conn = KeepAlive(vip("web"), 80)
+    try:
+        mine = conn.get()
+        others = [p for p in ("web-1", "web-2", "web-3") if p != mine]
+        nodes = {k.split("/")[1]: p["spec"]["nodeName"] for k, p in pods().items()}
+        ports = {"web-3": 8081}
+        text = "---\n".join(web_pod_yaml(o, nodes[o], ports.get(o, 8080)) for o in others)
+        apply_text(tmp_path, text, "delete")
+        for _ in range(5):
+            assert conn.get() == mine
+        assert {probe("s/client", "web.s", 80)["reply"] for _ in range(10)} == {mine}
+        apply_text(tmp_path, text, "apply")
+        for _ in range(3):
+            assert conn.get() == mine
+    finally:
+        conn.close()
+    assert len({probe("s/client", "web.s", 80)["reply"] for _ in range(40)}) == 3
+
+
+def test_maglev_connection_survives_a_table_change(lab, tmp_path):
+    conn = KeepAlive(vip("web-maglev"), 80)
+    try:
+        mine = conn.get()
+        apply_text(tmp_path, web_pod_yaml("web-4", "node-1"))
+        for _ in range(5):
+            assert conn.get() == mine
+    finally:
+        conn.close()
+    assert "web-4" in {probe("s/client", "web-maglev.s", 80)["reply"] for _ in range(60)}
+    apply_text(tmp_path, web_pod_yaml("web-4", "node-1"), "delete")
+
+
+def test_session_affinity_sticks_then_expires(lab):
+    first = probe("s/client", "web-sticky.s", 80)["reply"]
+    assert {probe("s/client", "web-sticky.s", 80)["reply"] for _ in range(10)} == {first}
+    seen = set()
+    for _ in range(10):  # after the 1 s timeout a new choice is made; 3 backends
+        time.sleep(1.6)
+        seen.add(probe("s/client", "web-sticky.s", 80)["reply"])
+        if seen - {first}:
+            break
+    assert seen - {first}, "affinity never expired"
+
+
+def test_udp_flow_moves_on_when_its_backend_goes(lab, tmp_path):
+    with netns.entered(CLIENT_NS):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(1.0)
+    sock.connect((vip("web"), 53))
+    try:
+        sock.send(b"/hostname")
+        mine = sock.recv(100).decode()
+        node = pods()[f"s/{mine}"]["spec"]["nodeName"]
+        port = 8081 if mine == "web-3" else 8080
+        apply_text(tmp_path, web_pod_yaml(mine, node, port), "delete")
+        sock.send(b"/hostname")  # same socket, same tuple: its conntrack entry is gone
+        moved = sock.recv(100).decode()
+        assert moved != mine and moved.startswith("web-")
+        apply_text(tmp_path, web_pod_yaml(mine, node, port), "apply")
+    finally:
+        sock.close()

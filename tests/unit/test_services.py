@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from agent.model import maglev
+from agent.model.cluster import Cluster
+from agent.model.services import Backend, Frontend, plan
+from agent.sources.events import Event, EventType
+from agent.sources.objects import ObjectKey
+
+
+def pod(name, ip, labels, ports=(("http", 8080, "TCP"),), ns="x", ready=True, deleting=False, phase="Running"):
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-22T10:00:00Z"
+    return Event(EventType.ADDED, ObjectKey("Pod", ns, name), {
+        "kind": "Pod", "metadata": meta,
+        "spec": {"nodeName": "n1", "containers": [{"ports": [
+            {"name": n, "containerPort": p, "protocol": proto} for n, p, proto in ports]}]},
+        "status": {"podIP": ip, "phase": phase,
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}})
+
+
+def service(name, spec, ns="x", annotations=None):
+    meta = {"name": name, "namespace": ns, **({"annotations": annotations} if annotations else {})}
+    return Event(EventType.ADDED, ObjectKey("Service", ns, name), {"kind": "Service", "metadata": meta, "spec": spec})
+
+
+def cluster(*events):
+    c = Cluster("n1")
+    c.apply_all(list(events))
+    return c
+
+
+WEB = {"selector": {"app": "web"}, "clusterIP": "10.96.0.10",
+       "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+
+
+def test_clusterip_selects_ready_pods_and_resolves_named_ports_per_pod():
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}),
+                pod("b", "10.244.1.3", {"app": "web"}, ports=(("http", 9090, "TCP"),)),
+                pod("c", "10.244.1.4", {"app": "web"}, ports=(("other", 8080, "TCP"),)),  # no "http"
+                pod("d", "10.244.1.5", {"app": "db"}),
+                pod("e", "10.244.1.6", {"app": "web"}, ns="y"),
+                service("web", WEB))
+    p = plan(c)
+    assert list(p) == [Frontend("10.96.0.10", 80, "TCP")]
+    sf = p[Frontend("10.96.0.10", 80, "TCP")]
+    assert sf.backends == (Backend("10.244.1.2", 8080, "TCP"), Backend("10.244.1.3", 9090, "TCP"))
+    assert (sf.namespace, sf.name, sf.port_name) == ("x", "web", "http")
+
+
+def test_several_ports_protocols_and_external_ips():
+    spec = {"selector": {"app": "web"}, "clusterIP": "10.96.0.10", "externalIPs": ["192.0.2.7"],
+            "ports": [{"port": 80, "targetPort": 8080}, {"name": "dns", "port": 53, "protocol": "UDP",
+                                                         "targetPort": "dns"}]}
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}, ports=(("http", 8080, "TCP"), ("dns", 5353, "UDP"))),
+                service("web", spec))
+    p = plan(c)
+    assert set(p) == {Frontend("10.96.0.10", 80, "TCP"), Frontend("10.96.0.10", 53, "UDP"),
+                      Frontend("192.0.2.7", 80, "TCP"), Frontend("192.0.2.7", 53, "UDP")}
+    assert p[Frontend("10.96.0.10", 53, "UDP")].backends == (Backend("10.244.1.2", 5353, "UDP"),)
+
+
+def test_named_port_must_match_protocol():
+    spec = {"selector": {"app": "web"}, "clusterIP": "10.96.0.10",
+            "ports": [{"port": 53, "protocol": "UDP", "targetPort": "dns"}]}
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}, ports=(("dns", 53, "TCP"),)), service("s", spec))
+    assert plan(c)[Frontend("10.96.0.10", 53, "UDP")].backends == ()
+
+
+def test_unready_pods_are_not_backends_terminating_only_as_a_last_resort():
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}), pod("b", "10.244.1.3", {"app": "web"}, ready=False),
+                pod("t", "10.244.1.4", {"app": "web"}, deleting=True), service("web", WEB))
+    fe = Frontend("10.96.0.10", 80, "TCP")
+    assert [b.ip for b in plan(c)[fe].backends] == ["10.244.1.2"]
+    c.apply(Event(EventType.DELETED, ObjectKey("Pod", "x", "a"), {}))
+    assert [b.ip for b in plan(c)[fe].backends] == ["10.244.1.4"], "terminating serves when nothing else does"
+
+
+def test_no_selector_headless_and_no_endpoints():
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}),
+                service("manual", {"clusterIP": "10.96.0.11", "ports": [{"port": 80}]}),
+                service("headless", {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}),
+                service("empty", {"clusterIP": "10.96.0.12", "selector": {"app": "none"}, "ports": [{"port": 80}]}))
+    p = plan(c)
+    assert set(p) == {Frontend("10.96.0.11", 80, "TCP"), Frontend("10.96.0.12", 80, "TCP")}
+    assert all(sf.backends == () for sf in p.values())
+
+
+def test_affinity_and_algorithm():
+    spec = {**WEB, "sessionAffinity": "ClientIP"}
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}), service("web", spec),
+                service("mag", {**WEB, "clusterIP": "10.96.0.20"}, annotations={"weft.io/lb-algorithm": "maglev"}),
+                service("cfg", {**WEB, "clusterIP": "10.96.0.30", "sessionAffinity": "ClientIP",
+                                "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 5}}}))
+    p = plan(c)
+    assert p[Frontend("10.96.0.10", 80, "TCP")].affinity_timeout == 10800
+    assert p[Frontend("10.96.0.30", 80, "TCP")].affinity_timeout == 5
+    assert p[Frontend("10.96.0.20", 80, "TCP")].algorithm == "maglev"
+    assert p[Frontend("10.96.0.10", 80, "TCP")].algorithm == "random"
+    assert plan(c, "maglev")[Frontend("10.96.0.10", 80, "TCP")].algorithm == "maglev"
+
+
+def names(n):
+    return [f"10.244.{i // 200}.{i % 200 + 2}:8080/TCP" for i in range(n)]
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 10])
+def test_maglev_table_is_full_and_balanced(n):
+    table = maglev.build_table(names(n), 1021)
+    counts = Counter(table)
+    assert len(table) == 1021 and set(counts) == set(range(n))
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_maglev_removing_a_backend_moves_little_else():
+    before = maglev.build_table(names(10), 1021)
+    after_names = names(10)[:3] + names(10)[4:]  # backend 3 goes
+    after = maglev.build_table(after_names, 1021)
+    old = [names(10)[b] for b in before]
+    new = [after_names[b] for b in after]
+    moved_elsewhere = sum(1 for o, n in zip(old, new) if o != n and o != names(10)[3])
+    # slots of the removed backend (~1/10) must move; of the others, Maglev promises few
+    assert moved_elsewhere / 1021 < 0.06
+
+
+def test_maglev_is_the_same_on_every_node_and_needs_a_prime():
+    assert maglev.build_table(names(4), 251) == maglev.build_table(names(4), 251)
+    with pytest.raises(ValueError, match="prime"):
+        maglev.build_table(names(4), 1000)
+    assert maglev.build_table([], 251) == []
