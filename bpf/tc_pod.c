@@ -16,6 +16,7 @@
 #include "lib/nat.h"
 #include "lib/lb.h"
 #include "lib/reject.h"
+#include "lib/redirect.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
@@ -33,6 +34,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	struct ct_entry *entry = NULL;
 	u32 ifindex = skb->ifindex;
 	u32 ep_id = 0;
+	int hairpin = 0;
 	int ret;
 
 	if (dir == DIR_INGRESS && skb->mark == WEFT_MARK_LOCAL_REPLY) {
@@ -54,6 +56,17 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_INVALID_HDR);
 	}
 
+	if (dir == DIR_EGRESS && pkt.daddr == WEFT_HAIRPIN_IPV4) {
+		/* the pod's server answering itself through its Service */
+		ret = lb4_hairpin_reply(skb, &pkt);
+		if (ret < 0)
+			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+		if (ret == 0)
+			return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_UNKNOWN);
+		metrics_count(REASON_FORWARDED, dir, skb->len);
+		return redirect_to_sender(skb);
+	}
+
 	if (dir == DIR_EGRESS) {
 		struct lb4_service *svc = lb4_lookup(&pkt);
 
@@ -71,6 +84,14 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 				return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
 			if (ret < 0)
 				return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+			if (pkt.daddr == pkt.saddr) {
+				/* hairpin: the pod is its own backend */
+				if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, WEFT_HAIRPIN_IPV4,
+						 pkt.sport, pkt.sport) < 0)
+					return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+				pkt.saddr = WEFT_HAIRPIN_IPV4;
+				hairpin = 1;
+			}
 		}
 	}
 
@@ -86,13 +107,13 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		u32 vip = entry->rev_nat_addr;
 		u16 vport = entry->rev_nat_port;
 
-		if (entry->packets == 1 || !entry->seen_reply)
-			lb4_mark_replied(&pkt, entry);
 		if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, vip, pkt.sport, vport) < 0)
 			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
 	}
 
 	metrics_count(REASON_FORWARDED, dir, skb->len);
+	if (hairpin)
+		return redirect_to_sender(skb);
 	return TC_ACT_OK;
 }
 

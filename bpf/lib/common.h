@@ -67,11 +67,18 @@ enum weft_drop_reason {
 	DROP_CT_INVALID_HDR = 135,
 	DROP_CT_CREATE_FAILED = 155,
 	DROP_NO_SERVICE_BACKEND = 158,
+	DROP_CT_UNKNOWN = 163,
 	DROP_WRITE_ERROR = 141,
 };
 
-/* skb->mark of a reply the datapath built itself (a reject): the program at
- * the other end of the interface lets it pass untracked. */
+/* A pod that reaches itself through a Service (hairpin) is seen by its own
+ * server as coming from this address, so the reply leaves the pod towards its
+ * gateway and from_pod can turn it back into a reply from the VIP.
+ * 169.254.42.1, network byte order. */
+#define WEFT_HAIRPIN_IPV4 bpf_htonl(0xa9fe2a01)
+
+/* skb->mark of a packet from_pod sends straight back to its pod (a reject, a
+ * hairpin): to_pod on the same interface lets it pass untracked. */
 #define WEFT_MARK_LOCAL_REPLY 0x0e5f0001
 
 #endif

@@ -101,6 +101,25 @@ static __always_inline int ct_trackable(const struct pkt4 *pkt)
 	return 1;
 }
 
+/* The first reply of a translated connection: its service entry (which only
+ * sees the client's packets) learns that the backend answered, and so lives as
+ * long as an established connection does instead of a SYN's 60 s. */
+static __always_inline void ct_service_replied(const struct pkt4 *reply, const struct ct_entry *xlated)
+{
+	struct ct_key key = {};
+	struct ct_entry *svc_entry;
+
+	key.saddr = reply->daddr == WEFT_HAIRPIN_IPV4 ? reply->saddr : reply->daddr;
+	key.daddr = xlated->rev_nat_addr;
+	key.sport = reply->dport;
+	key.dport = xlated->rev_nat_port;
+	key.proto = reply->proto;
+	key.dir = CT_DIR_SERVICE;
+	svc_entry = weft_ct.lookup(&key);
+	if (svc_entry)
+		svc_entry->seen_reply = 1;
+}
+
 /* ct_process looks the packet up and opens an entry for a new connection.
  * *out points at the entry found (replies and established connections). */
 static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat,
@@ -131,7 +150,11 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const stru
 	}
 	e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
-		e->seen_reply = 1;
+		if (!e->seen_reply) {
+			e->seen_reply = 1;
+			if (e->rev_nat_addr)
+				ct_service_replied(pkt, e);
+		}
 		ct_refresh(e, pkt, now);
 		*out = e;
 		return CT_REPLY;

@@ -190,22 +190,37 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 	return LB_OK;
 }
 
-/* A reply of a translated connection: its service entry now knows the backend
- * answered, so it lives as long as an established connection does. */
-static __always_inline void lb4_mark_replied(const struct pkt4 *reply, const struct ct_entry *xlated)
+#endif
+
+#ifndef WEFT_LB_HAIRPIN_H
+#define WEFT_LB_HAIRPIN_H
+
+/* lb4_hairpin_reply turns a server's answer to the hairpin address back into
+ * the VIP's answer to the client, which is the same pod. 1 if it did. */
+static __always_inline int lb4_hairpin_reply(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	struct ct_key key = {};
-	struct ct_entry *svc_entry;
+	struct ct_entry *e;
+	u32 client = pkt->saddr;
 
-	key.saddr = reply->daddr;
-	key.daddr = xlated->rev_nat_addr;
-	key.sport = reply->dport;
-	key.dport = xlated->rev_nat_port;
-	key.proto = reply->proto;
-	key.dir = CT_DIR_SERVICE;
-	svc_entry = weft_ct.lookup(&key);
-	if (svc_entry)
-		svc_entry->seen_reply = 1;
+	key.saddr = WEFT_HAIRPIN_IPV4;
+	key.daddr = pkt->saddr;
+	key.sport = pkt->dport;
+	key.dport = pkt->sport;
+	key.proto = pkt->proto;
+	key.dir = DIR_EGRESS;
+	e = weft_ct.lookup(&key);
+	if (!e || !e->rev_nat_addr || e->expires < ct_now())
+		return 0;
+	if (!e->seen_reply) {
+		e->seen_reply = 1;
+		ct_service_replied(pkt, e);
+	}
+	ct_refresh(e, pkt, ct_now());
+	if (nat4_rewrite(skb, pkt, 1, pkt->saddr, e->rev_nat_addr, pkt->sport, e->rev_nat_port) < 0 ||
+	    nat4_rewrite(skb, pkt, 0, pkt->daddr, client, pkt->dport, pkt->dport) < 0)
+		return -1;
+	return 1;
 }
 
 #endif

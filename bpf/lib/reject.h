@@ -2,8 +2,7 @@
  * TCP gets a RST, UDP an ICMP port unreachable, both from the VIP, so the
  * client fails at once instead of timing out.
  *
- * The packet is rewritten in place into the answer and sent back out of the
- * interface it came in on, marked so the program on the way out lets it pass.
+ * The packet is rewritten in place into the answer and sent back to the pod.
  */
 #ifndef WEFT_REJECT_H
 #define WEFT_REJECT_H
@@ -11,6 +10,7 @@
 #include "common.h"
 #include "parse.h"
 #include "nat.h"
+#include "redirect.h"
 
 struct pseudo_hdr4 {
 	u32 saddr;
@@ -34,22 +34,8 @@ static __always_inline void reject_ip_header(struct iphdr *ip, u32 saddr, u32 da
 	ip->check = csum_fold32(bpf_csum_diff(0, 0, (void *)ip, sizeof(*ip), 0));
 }
 
-static __always_inline int reject_send(struct __sk_buff *skb, struct ethhdr *eth)
-{
-	u8 mac[ETH_ALEN];
-
-	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
-	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
-	if (bpf_skb_store_bytes(skb, 0, eth, sizeof(*eth), 0) < 0)
-		return TC_ACT_SHOT;
-	skb->mark = WEFT_MARK_LOCAL_REPLY;
-	return bpf_redirect(skb->ifindex, 0);
-}
-
 static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
-	struct ethhdr eth;
 	struct iphdr ip;
 	struct tcphdr in, out;
 	struct pseudo_hdr4 ph = {};
@@ -57,8 +43,7 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt4 *
 	s64 csum;
 	u32 total = ETH_HLEN + sizeof(struct iphdr) + sizeof(struct tcphdr);
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 ||
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0 ||
 	    bpf_skb_load_bytes(skb, pkt->l4_off, &in, sizeof(in)) < 0)
 		return TC_ACT_SHOT;
 	if (in.rst)
@@ -89,7 +74,7 @@ static __always_inline int reject_tcp(struct __sk_buff *skb, const struct pkt4 *
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &out, sizeof(out), 0) < 0)
 		return TC_ACT_SHOT;
-	return reject_send(skb, &eth);
+	return redirect_to_sender(skb);
 }
 
 /* ICMP destination unreachable carries the offending IP header and 8 bytes. */
@@ -104,13 +89,11 @@ struct icmp_unreach {
 
 static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
-	struct ethhdr eth;
 	struct iphdr ip;
 	struct icmp_unreach icmp = {};
 	u32 total = ETH_HLEN + sizeof(struct iphdr) + sizeof(icmp);
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0 ||
-	    bpf_skb_load_bytes(skb, ETH_HLEN, &icmp.orig, sizeof(icmp.orig)) < 0 ||
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &icmp.orig, sizeof(icmp.orig)) < 0 ||
 	    bpf_skb_load_bytes(skb, pkt->l4_off, icmp.orig_l4, sizeof(icmp.orig_l4)) < 0)
 		return TC_ACT_SHOT;
 	if (icmp.orig.ihl != 5)
@@ -124,7 +107,7 @@ static __always_inline int reject_udp(struct __sk_buff *skb, const struct pkt4 *
 	    bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + sizeof(ip), &icmp, sizeof(icmp), 0) < 0)
 		return TC_ACT_SHOT;
-	return reject_send(skb, &eth);
+	return redirect_to_sender(skb);
 }
 
 static __always_inline int reject(struct __sk_buff *skb, const struct pkt4 *pkt)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 import pytest
 
@@ -153,3 +154,50 @@ def test_non_service_traffic_is_untouched(pod_programs, lb):
     assert result.retval == TC_ACT_OK and result.packet == packet
     wrong_port = syn(40101, dport=81)
     assert run(pod_programs.from_pod.fd, wrong_port).packet == wrong_port
+
+
+def _service_entry(pod_programs, sport):
+    ct = pod_programs.table("weft_ct")
+    return next(v for k, v in ct.items() if k.dir == 3 and k.sport == sport)
+
+
+def test_service_entry_lives_long_once_the_backend_answered(pod_programs, lb):
+    lb.sync(web([B1]))
+    backend_of(pod_programs, 40010)
+    assert _service_entry(pod_programs, 40010).expires - int(time.monotonic()) <= 61
+    synack = pk.tcp_packet(B1.ip, CLIENT, 8080, 40010, flags=pk.TCP_SYN | pk.TCP_ACK)
+    run(pod_programs.to_pod.fd, synack)
+    ack = pk.tcp_packet(CLIENT, VIP, 40010, 80, flags=pk.TCP_ACK)
+    run(pod_programs.from_pod.fd, ack)
+    # an idle established connection must not lose its backend after a minute
+    assert _service_entry(pod_programs, 40010).expires - int(time.monotonic()) > 21000
+
+
+def test_hairpin_pod_reaches_itself_through_its_service(pod_programs, lb):
+    me = Backend(CLIENT, 8080, "TCP")
+    lb.sync(web([me]))
+    result = run(pod_programs.from_pod.fd, syn(40020))
+    assert result.retval == TC_ACT_REDIRECT, "straight back into the pod"
+    there = pk.Parsed(result.packet)
+    assert (there.src, there.sport, there.dst, there.dport) == ("169.254.42.1", 40020, CLIENT, 8080)
+    assert there.ip_checksum_ok() and there.l4_checksum_ok()
+    synack = pk.tcp_packet(CLIENT, "169.254.42.1", 8080, 40020, flags=pk.TCP_SYN | pk.TCP_ACK)
+    result = run(pod_programs.from_pod.fd, synack)
+    assert result.retval == TC_ACT_REDIRECT
+    back = pk.Parsed(result.packet)
+    assert (back.src, back.sport, back.dst, back.dport) == (VIP, 80, CLIENT, 40020)
+    assert back.ip_checksum_ok() and back.l4_checksum_ok()
+
+
+def test_stray_packet_to_the_hairpin_address_is_dropped(pod_programs, lb):
+    stray = pk.tcp_packet(CLIENT, "169.254.42.1", 8080, 49999, flags=pk.TCP_ACK)
+    assert run(pod_programs.from_pod.fd, stray).retval == TC_ACT_SHOT
+
+
+def test_packets_sent_back_to_the_pod_are_addressed_to_it(pod_programs, lb):
+    """A frame bounced back out of the host veth must carry the pod's MAC as its
+    destination, or the pod drops it as not its own."""
+    lb.sync(web([Backend(CLIENT, 8080, "TCP")]))
+    packet = syn(40030)
+    out = run(pod_programs.from_pod.fd, packet).packet
+    assert out[0:6] == packet[6:12] and out[6:12] == packet[0:6]

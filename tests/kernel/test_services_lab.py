@@ -165,3 +165,11 @@ def test_udp_flow_moves_on_when_its_backend_goes(lab, tmp_path):
         apply_text(tmp_path, web_pod_yaml(mine, node, port), "apply")
     finally:
         sock.close()
+
+
+def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
+    for protocol in ("tcp", "udp"):
+        result = probe("s/client", "self.s", 80, protocol)
+        assert result["result"] == "connected" and result["reply"] == "client", result
+    # its own server sees the hairpin address, as with Cilium's loopback
+    assert probe("s/client", "self.s", 80, path="/clientip")["reply"].startswith("169.254.42.1:")
