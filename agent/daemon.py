@@ -60,7 +60,7 @@ class Agent:
         self.started = time.monotonic_ns()
         self.ipr = IPRoute()
         self._ifnames: dict[int, str] = {}
-        self.service_plan: dict = {}
+        self.planner = services.ServicePlanner(options.lb_algorithm)
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
@@ -70,7 +70,7 @@ class Agent:
 
     def service_of(self, ip: str, port: int, protocol: str):
         """The Service a frontend belongs to, for flow records."""
-        sf = self.service_plan.get(services.Frontend(ip, port, protocol))
+        sf = self.planner.plan.get(services.Frontend(ip, port, protocol))
         return (sf.namespace, sf.name) if sf else None
 
     def status(self) -> agent_pb2.StatusResponse:
@@ -121,9 +121,13 @@ class Agent:
                     self.cluster.apply_all(events)
                     self._ifnames.clear()
                 self.endpoints.sync(self.cluster.local_endpoints())
-                if events or not self.ready:
-                    self.service_plan = services.plan(self.cluster, self.options.lb_algorithm)
-                    self.lb.sync(self.service_plan)
+                changes = self.planner.update(self.cluster, events) if events else {}
+                if not self.ready:
+                    # first sync: a full diff against the adopted pins removes the
+                    # Services deleted while no agent was running
+                    self.lb.sync(self.planner.plan)
+                elif changes:
+                    self.lb.apply(changes)
                 self.synced_generation = self.source.generation
                 self.ready = True
                 next_resync = now + RESYNC_S

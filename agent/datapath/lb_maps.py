@@ -1,21 +1,23 @@
-"""Writer of the service load-balancing maps: the plan -> weft_lb4_*.
+"""Writer of the service load-balancing maps: plan changes -> weft_lb4_*.
 
 Ids are stable: a restarting agent reads service and backend ids back from the
-pinned maps, so conntrack entries keep pointing at the right backend. Writes
-are diffs against what is in the maps: one changed Service writes its own
-entries only. For each frontend the slots (or Maglev table) are written
-before the service entry whose `count` makes them visible, and slots beyond
-a shrunken count are deleted after it.
+pinned maps, so conntrack entries keep pointing at the right backend. Only the
+frontends that changed are written. Within one change set, backends are
+written first, then slots and Maglev tables, then the service entries whose
+`count` makes them visible; slots beyond a shrunken count, and backends no
+longer used, are deleted last. A frontend whose writes fail keeps its previous
+service entry: never a half-programmed Service.
 """
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from ..model import maglev
 from ..model.services import Backend, Frontend, ServiceFrontend
 from .errors import DatapathError
-from .maps import IdAllocator, be32_to_ip, delete_entry, ip_to_be32, write_entry
+from .maps import BatchWriter, IdAllocator, be32_to_ip, delete_entry, ip_to_be32
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,21 @@ class Written:
 
 class LBMaps:
     def __init__(self, programs):
-        t = programs.table
+        t, cfg = programs.table, programs.config
+        self.config = cfg
         self.services, self.slots = t("weft_lb4_services"), t("weft_lb4_slots")
         self.maglev, self.backends = t("weft_lb4_maglev"), t("weft_lb4_backends")
-        self.affinity, self.ct = t("weft_lb4_affinity"), t("weft_ct")
-        self.sizes = programs.config
+        self.ct = t("weft_ct")
         self.errors: list[str] = []
         self.backend_ids: dict[Backend, int] = {}
         self.written: dict[Frontend, Written] = {}
         self._restore()
-
-    # ---- adopting what is pinned -------------------------------------------------
+        self.svc_ids = IdAllocator(w.svc_id for w in self.written.values())
+        self.bids = IdAllocator(self.backend_ids.values())
+        self.refs: Counter[int] = Counter(b for w in self.written.values() for b in w.backend_ids)
 
     def _restore(self) -> None:
+        """Adopt what a previous agent pinned."""
         for k, v in self.backends.items():
             self.backend_ids[Backend(be32_to_ip(v.ip), v.port, PROTO_NAME.get(v.proto, "?"))] = k.value
         for k, v in self.services.items():
@@ -60,97 +64,120 @@ class LBMaps:
                 except KeyError:
                     break
             self.written[fe] = Written(v.id, tuple(ids), v.flags, v.affinity_timeout)
-        self.svc_ids = IdAllocator(w.svc_id for w in self.written.values())
-        self.bids = IdAllocator(self.backend_ids.values())
         if self.written:
             log.info("adopted %d service frontends and %d backends from pinned maps",
                      len(self.written), len(self.backend_ids))
-
-    # ---- writing -------------------------------------------------------------------
-
-    def _backend_id(self, backend: Backend) -> int:
-        if backend in self.backend_ids:
-            return self.backend_ids[backend]
-        bid = self.bids.allocate()
-        leaf = self.backends.Leaf()
-        leaf.ip, leaf.port, leaf.proto, leaf.flags = ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol], 0
-        write_entry(self.backends, self.backends.Key(bid), leaf, "weft_lb4_backends", self.sizes.lb_backends)
-        self.backend_ids[backend] = bid
-        return bid
 
     def _svc_key(self, fe: Frontend):
         key = self.services.Key()
         key.vip, key.port, key.proto = ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol]
         return key
 
-    def _write_frontend(self, sf: ServiceFrontend, old: Written | None) -> Written:
-        fe = sf.frontend
-        svc_id = old.svc_id if old else self.svc_ids.allocate()
-        ids = tuple(self._backend_id(b) for b in sf.backends)
-        flags = (FLAG_MAGLEV if sf.algorithm == "maglev" else 0) | (FLAG_AFFINITY if sf.affinity_timeout else 0)
-        new = Written(svc_id, ids, flags, sf.affinity_timeout)
-        if old == new:
-            return old
-        for slot, bid in enumerate(ids, start=1):
-            if not old or slot > len(old.backend_ids) or old.backend_ids[slot - 1] != bid:
-                write_entry(self.slots, self.slots.Key(svc_id, slot), self.slots.Leaf(bid),
-                            "weft_lb4_slots", self.sizes.lb_slots)
-        if flags & FLAG_MAGLEV and (not old or old.backend_ids != ids or not old.flags & FLAG_MAGLEV):
-            table = maglev.build_table([str(b) for b in sf.backends], self.sizes.maglev_table_size)
-            for index, b in enumerate(table):
-                write_entry(self.maglev, self.maglev.Key(svc_id, index), self.maglev.Leaf(ids[b]),
-                            "weft_lb4_maglev", self.sizes.lb_maglev)
-        leaf = self.services.Leaf()
-        leaf.id, leaf.count, leaf.flags = svc_id, len(ids), flags
-        leaf.affinity_timeout = sf.affinity_timeout
-        leaf.maglev_size = self.sizes.maglev_table_size if flags & FLAG_MAGLEV and ids else 0
-        write_entry(self.services, self._svc_key(fe), leaf, "weft_lb4_services", self.sizes.lb_services)
-        if old:
-            for slot in range(len(ids) + 1, len(old.backend_ids) + 1):
-                delete_entry(self.slots, self.slots.Key(svc_id, slot))
-            if old.flags & FLAG_MAGLEV and not (flags & FLAG_MAGLEV and ids):
-                self._delete_maglev(svc_id)
-        return new
+    def _backend_id(self, backend: Backend, writes: BatchWriter) -> int:
+        bid = self.backend_ids.get(backend)
+        if bid is None:
+            bid = self.bids.allocate()
+            leaf = self.backends.Leaf()
+            leaf.ip, leaf.port, leaf.proto = ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol]
+            writes.put(self.backends.Key(bid), leaf)
+            self.backend_ids[backend] = bid
+        return bid
 
-    def _delete_maglev(self, svc_id: int) -> None:
-        for index in range(self.sizes.maglev_table_size):
-            delete_entry(self.maglev, self.maglev.Key(svc_id, index))
+    def apply(self, changes: dict[Frontend, ServiceFrontend | None]) -> list[str]:
+        """Write the changed frontends (None: removed); return what failed."""
+        cfg = self.config
+        backends = BatchWriter(self.backends, "weft_lb4_backends", cfg.lb_backends)
+        slots = BatchWriter(self.slots, "weft_lb4_slots", cfg.lb_slots)
+        tables = BatchWriter(self.maglev, "weft_lb4_maglev", cfg.lb_maglev)
+        services = BatchWriter(self.services, "weft_lb4_services", cfg.lb_services)
+        planned: dict[Frontend, tuple[ServiceFrontend | None, Written | None]] = {}
 
-    def _remove_frontend(self, fe: Frontend, old: Written) -> None:
-        delete_entry(self.services, self._svc_key(fe))
-        for slot in range(1, len(old.backend_ids) + 1):
+        for fe, sf in sorted(changes.items()):
+            old = self.written.get(fe)
+            if sf is None:
+                planned[fe] = (None, old)
+                continue
+            ids = tuple(self._backend_id(b, backends) for b in sf.backends)
+            flags = (FLAG_MAGLEV if sf.algorithm == "maglev" and ids else 0) | \
+                (FLAG_AFFINITY if sf.affinity_timeout else 0)
+            svc_id = old.svc_id if old else self.svc_ids.allocate()
+            new = Written(svc_id, ids, flags, sf.affinity_timeout)
+            if new == old:
+                continue
+            for slot, bid in enumerate(ids, start=1):
+                if not old or slot > len(old.backend_ids) or old.backend_ids[slot - 1] != bid:
+                    slots.put(self.slots.Key(svc_id, slot), self.slots.Leaf(bid))
+            if flags & FLAG_MAGLEV and (not old or old.backend_ids != ids or not old.flags & FLAG_MAGLEV):
+                for index, b in enumerate(maglev.build_table([str(x) for x in sf.backends],
+                                                             cfg.maglev_table_size)):
+                    tables.put(self.maglev.Key(svc_id, index), self.maglev.Leaf(ids[b]))
+            leaf = self.services.Leaf()
+            leaf.id, leaf.count, leaf.flags = svc_id, len(ids), flags
+            leaf.affinity_timeout = sf.affinity_timeout
+            leaf.maglev_size = cfg.maglev_table_size if flags & FLAG_MAGLEV else 0
+            services.put(self._svc_key(fe), leaf)
+            planned[fe] = (sf, new)
+
+        errors = []
+        try:
+            for writer in (backends, slots, tables, services):
+                writer.flush()
+        except DatapathError as exc:
+            # nothing of this change set became visible: service entries go last
+            errors.append(f"{len(planned)} service frontends not programmed: {exc}")
+            for fe, (_, new) in planned.items():
+                if new and fe not in self.written:
+                    self.svc_ids.release(new.svc_id)
+            self._record_errors(errors)
+            return errors
+
+        for fe, (sf, new) in planned.items():
+            old = self.written.pop(fe, None)
+            if new is not None:
+                self.written[fe] = new
+                self.refs.update(new.backend_ids)
+            else:
+                delete_entry(self.services, self._svc_key(fe))
+            if old:
+                self._retire(old, new)
+        self._collect_backends()
+        self._record_errors(errors)
+        return errors
+
+    def _retire(self, old: Written, new: Written | None) -> None:
+        """Delete what `old` wrote and `new` no longer uses (the service entry already points past it)."""
+        keep = len(new.backend_ids) if new else 0
+        for slot in range(keep + 1, len(old.backend_ids) + 1):
             delete_entry(self.slots, self.slots.Key(old.svc_id, slot))
-        if old.flags & FLAG_MAGLEV:
-            self._delete_maglev(old.svc_id)
-        self.svc_ids.release(old.svc_id)
+        if old.flags & FLAG_MAGLEV and not (new and new.flags & FLAG_MAGLEV):
+            for index in range(self.config.maglev_table_size):
+                delete_entry(self.maglev, self.maglev.Key(old.svc_id, index))
+        self.refs.subtract(old.backend_ids)
+        if new is None:
+            self.svc_ids.release(old.svc_id)
 
     def sync(self, plan: dict[Frontend, ServiceFrontend]) -> list[str]:
-        """Make the maps hold `plan`; return what could not be programmed."""
-        errors = []
-        for fe in sorted(set(self.written) - set(plan)):
-            self._remove_frontend(fe, self.written.pop(fe))
-        for fe, sf in sorted(plan.items()):
-            try:
-                self.written[fe] = self._write_frontend(sf, self.written.get(fe))
-            except DatapathError as exc:
-                errors.append(f"service {sf.namespace}/{sf.name} {fe}: {exc}")
-        self._collect_backends()
+        """Make the maps hold exactly `plan` (a full diff; apply() is the incremental path)."""
+        changes: dict[Frontend, ServiceFrontend | None] = {fe: None for fe in self.written if fe not in plan}
+        changes.update(plan)
+        return self.apply(changes)
+
+    def _record_errors(self, errors: list[str]) -> None:
         for message in errors:
             if message not in self.errors:
                 log.error("%s", message)
         self.errors = errors
-        return errors
 
     def _collect_backends(self) -> None:
         """Delete backends no frontend uses; UDP ones take their conntrack entries along,
         so clients are not left sending into a backend that is gone."""
-        in_use = {bid for w in self.written.values() for bid in w.backend_ids}
-        gone = {b: bid for b, bid in self.backend_ids.items() if bid not in in_use}
+        gone = {b: bid for b, bid in self.backend_ids.items() if self.refs[bid] <= 0}
         if not gone:
             return
         for backend, bid in gone.items():
             delete_entry(self.backends, self.backends.Key(bid))
             del self.backend_ids[backend]
+            del self.refs[bid]
             self.bids.release(bid)
         udp = {(ip_to_be32(b.ip), b.port) for b in gone if b.protocol == "UDP"}
         if udp:

@@ -22,6 +22,38 @@ def write_entry(table, key, leaf, map_name: str, size: int) -> None:
         raise DatapathError(f"writing BPF map {map_name}: {text}") from None
 
 
+class BatchWriter:
+    """Writes accumulated entries of one map: with BPF_MAP_UPDATE_BATCH when there
+    are many (a full sync of thousands of Services), one by one otherwise."""
+
+    BATCH_FROM = 32
+
+    def __init__(self, table, map_name: str, size: int):
+        self.table, self.map_name, self.size = table, map_name, size
+        self.keys: list = []
+        self.values: list = []
+
+    def put(self, key, value) -> None:
+        self.keys.append(key)
+        self.values.append(value)
+
+    def flush(self) -> None:
+        keys, values, self.keys, self.values = self.keys, self.values, [], []
+        if len(keys) < self.BATCH_FROM:
+            for k, v in zip(keys, values):
+                write_entry(self.table, k, v, self.map_name, self.size)
+            return
+        key_array = (self.table.Key * len(keys))(*keys)
+        value_array = (self.table.Leaf * len(values))(*values)
+        try:
+            self.table.items_update_batch(key_array, value_array)
+        except Exception as exc:
+            text = str(exc)
+            if "too long" in text or "No space" in text or "Cannot allocate" in text:
+                raise MapFullError(self.map_name, self.size) from None
+            raise DatapathError(f"writing BPF map {self.map_name}: {text}") from None
+
+
 def delete_entry(table, key) -> None:
     try:
         del table[key]

@@ -122,6 +122,8 @@ class Cluster:
     nodes: dict[str, Node] = field(default_factory=dict)
     objects: dict[ObjectKey, dict] = field(default_factory=dict)
     _by_ip: dict[str, Pod] = field(default_factory=dict)
+    # (namespace, label key, label value) -> keys of the pods carrying it
+    _by_label: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
 
     def apply(self, event: Event) -> None:
         key, obj = event.key, event.obj
@@ -147,14 +149,19 @@ class Cluster:
     def _apply_pod(self, event: Event) -> None:
         key = f"{event.key.namespace}/{event.key.name}"
         old = self.pods.pop(key, None)
-        if old and old.ip and self._by_ip.get(old.ip) is old:
-            del self._by_ip[old.ip]
+        if old:
+            if old.ip and self._by_ip.get(old.ip) is old:
+                del self._by_ip[old.ip]
+            for k, v in old.labels:
+                self._by_label[(old.namespace, k, v)].discard(key)
         if event.type is EventType.DELETED:
             return
         pod = pod_from_object(event.obj)
         self.pods[key] = pod
         if pod.ip:
             self._by_ip[pod.ip] = pod
+        for k, v in pod.labels:
+            self._by_label.setdefault((pod.namespace, k, v), set()).add(key)
 
     def _apply_node(self, event: Event) -> None:
         if event.type is EventType.DELETED:
@@ -165,6 +172,14 @@ class Cluster:
     def local_endpoints(self) -> dict[str, Pod]:
         """Running pods scheduled on this node, with an IP: what the datapath serves."""
         return {k: p for k, p in self.pods.items() if p.node == self.node_name and p.running}
+
+    def select_pods(self, namespace: str, selector: dict[str, str]) -> list[Pod]:
+        """Pods of `namespace` carrying every label of a non-empty equality selector."""
+        if not selector:
+            return []
+        sets = [self._by_label.get((namespace, k, v), set()) for k, v in selector.items()]
+        keys = set.intersection(*sorted(sets, key=len))
+        return [self.pods[k] for k in sorted(keys)]
 
     def pod_by_ip(self, ip: str) -> Pod | None:
         return self._by_ip.get(ip)

@@ -48,9 +48,8 @@ class ServiceFrontend:
     algorithm: str = "random"
 
 
-def _selects(selector: dict[str, str], pod: Pod) -> bool:
-    labels = pod.label_dict
-    return all(labels.get(k) == v for k, v in selector.items())
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
 def _target_port(pod: Pod, target, protocol: str) -> int | None:
@@ -71,8 +70,7 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
         i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
     ips = [ip for ip in ips if ip and ip != "None"]
     selector = spec.get("selector") or {}
-    pods = [p for p in cluster.pods.values()
-            if p.namespace == key.namespace and selector and _selects(selector, p) and p.running]
+    pods = [p for p in cluster.select_pods(key.namespace, selector) if p.running]
     affinity = 0
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
@@ -112,3 +110,73 @@ def plan(cluster: Cluster, default_algorithm: str = "random") -> dict[Frontend, 
             for sf in service_frontends(key, obj, cluster, default_algorithm):
                 frontends.setdefault(sf.frontend, sf)
     return frontends
+
+
+class ServicePlanner:
+    """The plan, kept up to date incrementally: an event recomputes only the
+    Services it can touch (the Service itself; for a pod, the Services of its
+    namespace that select it before or after the change)."""
+
+    def __init__(self, default_algorithm: str = "random"):
+        self.default_algorithm = default_algorithm
+        self.plan: dict[Frontend, ServiceFrontend] = {}
+        self._computed: dict[ObjectKey, dict[Frontend, ServiceFrontend]] = {}
+        self._claims: dict[Frontend, set[ObjectKey]] = {}
+        self._selectors: dict[str, dict[ObjectKey, dict[str, str]]] = {}  # namespace -> service -> selector
+        self._pod_labels: dict[str, dict[str, str]] = {}
+
+    def _dirty(self, cluster: Cluster, events) -> set[ObjectKey]:
+        dirty: set[ObjectKey] = set()
+        for event in events:
+            key = event.key
+            if key.kind == "Service":
+                dirty.add(key)
+                spec = (cluster.objects.get(key) or {}).get("spec") or {}
+                if key in cluster.objects:
+                    self._selectors.setdefault(key.namespace, {})[key] = spec.get("selector") or {}
+                else:
+                    self._selectors.get(key.namespace, {}).pop(key, None)
+            elif key.kind == "Pod":
+                pod_key = f"{key.namespace}/{key.name}"
+                before = self._pod_labels.pop(pod_key, {})
+                after = {} if event.type.value == "DELETED" else \
+                    dict((event.obj.get("metadata") or {}).get("labels") or {})
+                if after:
+                    self._pod_labels[pod_key] = after
+                for svc, selector in self._selectors.get(key.namespace, {}).items():
+                    if _selects(selector, before) or _selects(selector, after):
+                        dirty.add(svc)
+        return dirty
+
+    def update(self, cluster: Cluster, events) -> dict[Frontend, ServiceFrontend | None]:
+        """Apply events (already applied to `cluster`); return the frontends that
+        changed: their new state, or None for the ones that are gone.
+
+        A frontend two Services claim (a shared external IP) belongs to the first
+        in key order, as in plan(); when its owner lets go, the next one takes it."""
+        touched: set[Frontend] = set()
+        for key in self._dirty(cluster, events):
+            for fe in self._computed.pop(key, {}):
+                self._claims[fe].discard(key)
+                touched.add(fe)
+            obj = cluster.objects.get(key)
+            if obj is None:
+                continue
+            computed = {sf.frontend: sf for sf in service_frontends(key, obj, cluster, self.default_algorithm)}
+            self._computed[key] = computed
+            for fe in computed:
+                self._claims.setdefault(fe, set()).add(key)
+                touched.add(fe)
+        changes: dict[Frontend, ServiceFrontend | None] = {}
+        for fe in sorted(touched):
+            claimants = self._claims.get(fe)
+            new = self._computed[min(claimants)][fe] if claimants else None
+            if not claimants:
+                self._claims.pop(fe, None)
+            if self.plan.get(fe) != new:
+                changes[fe] = new
+                if new is None:
+                    del self.plan[fe]
+                else:
+                    self.plan[fe] = new
+        return changes

@@ -132,3 +132,33 @@ def test_maglev_is_the_same_on_every_node_and_needs_a_prime():
     with pytest.raises(ValueError, match="prime"):
         maglev.build_table(names(4), 1000)
     assert maglev.build_table([], 251) == []
+
+
+def test_incremental_planner_always_equals_a_full_plan():
+    import random
+
+    from agent.model.services import ServicePlanner
+
+    rng = random.Random(7)
+    c, planner = Cluster("n1"), ServicePlanner()
+    apps = ["web", "db", "cache"]
+    for step in range(2000):
+        choice = rng.random()
+        if choice < 0.5:
+            i = rng.randrange(12)
+            ev = pod(f"p{i}", f"10.244.1.{i + 2}", {"app": rng.choice(apps)}, ns=rng.choice(["x", "y"]),
+                     ready=rng.random() > 0.2, deleting=rng.random() < 0.1)
+            if rng.random() < 0.2:
+                ev = Event(EventType.DELETED, ev.key, ev.obj)
+        else:
+            i = rng.randrange(5)
+            spec = {"selector": {"app": rng.choice(apps)}, "clusterIP": f"10.96.0.{i + 10}",
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+            ev = service(f"s{i}", spec, ns=rng.choice(["x", "y"]))
+            if rng.random() < 0.2:
+                ev = Event(EventType.DELETED, ev.key, ev.obj)
+        c.apply(ev)
+        changes = planner.update(c, [ev])
+        assert planner.plan == plan(c), f"diverged at step {step}"
+        for fe, sf in changes.items():
+            assert planner.plan.get(fe) == sf
