@@ -8,6 +8,7 @@ flowing through a restart; --cleanup-on-exit removes both.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -129,6 +130,8 @@ class Agent:
                 elif changes:
                     self.lb.apply(changes)
                 self.synced_generation = self.source.generation
+                if not self.ready:
+                    gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
                 self.ready = True
                 next_resync = now + RESYNC_S
             self.stopping.wait(self.options.poll_interval)

@@ -68,18 +68,15 @@ class LBMaps:
             log.info("adopted %d service frontends and %d backends from pinned maps",
                      len(self.written), len(self.backend_ids))
 
-    def _svc_key(self, fe: Frontend):
-        key = self.services.Key()
-        key.vip, key.port, key.proto = ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol]
-        return key
+    @staticmethod
+    def _svc_key(fe: Frontend) -> tuple:
+        return (ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol], 0)
 
     def _backend_id(self, backend: Backend, writes: BatchWriter) -> int:
         bid = self.backend_ids.get(backend)
         if bid is None:
             bid = self.bids.allocate()
-            leaf = self.backends.Leaf()
-            leaf.ip, leaf.port, leaf.proto = ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol]
-            writes.put(self.backends.Key(bid), leaf)
+            writes.put(bid, (ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol], 0))
             self.backend_ids[backend] = bid
         return bid
 
@@ -106,16 +103,13 @@ class LBMaps:
                 continue
             for slot, bid in enumerate(ids, start=1):
                 if not old or slot > len(old.backend_ids) or old.backend_ids[slot - 1] != bid:
-                    slots.put(self.slots.Key(svc_id, slot), self.slots.Leaf(bid))
+                    slots.put((svc_id, slot), bid)
             if flags & FLAG_MAGLEV and (not old or old.backend_ids != ids or not old.flags & FLAG_MAGLEV):
                 for index, b in enumerate(maglev.build_table([str(x) for x in sf.backends],
                                                              cfg.maglev_table_size)):
-                    tables.put(self.maglev.Key(svc_id, index), self.maglev.Leaf(ids[b]))
-            leaf = self.services.Leaf()
-            leaf.id, leaf.count, leaf.flags = svc_id, len(ids), flags
-            leaf.affinity_timeout = sf.affinity_timeout
-            leaf.maglev_size = cfg.maglev_table_size if flags & FLAG_MAGLEV else 0
-            services.put(self._svc_key(fe), leaf)
+                    tables.put((svc_id, index), ids[b])
+            services.put(self._svc_key(fe), (svc_id, len(ids), flags, sf.affinity_timeout,
+                                             cfg.maglev_table_size if flags & FLAG_MAGLEV else 0))
             planned[fe] = (sf, new)
 
         errors = []
@@ -137,7 +131,7 @@ class LBMaps:
                 self.written[fe] = new
                 self.refs.update(new.backend_ids)
             else:
-                delete_entry(self.services, self._svc_key(fe))
+                delete_entry(self.services, self.services.Key(*self._svc_key(fe)))
             if old:
                 self._retire(old, new)
         self._collect_backends()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import ipaddress
 import socket
 import struct
 
@@ -24,7 +23,11 @@ def write_entry(table, key, leaf, map_name: str, size: int) -> None:
 
 class BatchWriter:
     """Writes accumulated entries of one map: with BPF_MAP_UPDATE_BATCH when there
-    are many (a full sync of thousands of Services), one by one otherwise."""
+    are many (a full sync of thousands of Services), one by one otherwise.
+
+    Keys and values are given as tuples of field values (or plain ints for scalar
+    types), in the field order of BCC's Key and Leaf types: the batch arrays are
+    built from them directly, without a ctypes object per entry."""
 
     BATCH_FROM = 32
 
@@ -41,7 +44,8 @@ class BatchWriter:
         keys, values, self.keys, self.values = self.keys, self.values, [], []
         if len(keys) < self.BATCH_FROM:
             for k, v in zip(keys, values):
-                write_entry(self.table, k, v, self.map_name, self.size)
+                write_entry(self.table, _ctype(self.table.Key, k), _ctype(self.table.Leaf, v),
+                            self.map_name, self.size)
             return
         key_array = (self.table.Key * len(keys))(*keys)
         value_array = (self.table.Leaf * len(values))(*values)
@@ -54,6 +58,10 @@ class BatchWriter:
             raise DatapathError(f"writing BPF map {self.map_name}: {text}") from None
 
 
+def _ctype(kind, value):
+    return kind(*value) if isinstance(value, tuple) else kind(value)
+
+
 def delete_entry(table, key) -> None:
     try:
         del table[key]
@@ -61,13 +69,17 @@ def delete_entry(table, key) -> None:
         pass
 
 
+_U32 = struct.Struct("=I")
+
+
 def ip_to_be32(ip: str) -> int:
-    """An IPv4 address as the u32 whose memory holds it in network byte order."""
-    return struct.unpack("=I", socket.inet_aton(str(ipaddress.IPv4Address(ip))))[0]
+    """An IPv4 address (dotted quad, validated by the model) as the u32 whose
+    memory holds it in network byte order."""
+    return _U32.unpack(socket.inet_aton(ip))[0]
 
 
 def be32_to_ip(value: int) -> str:
-    return socket.inet_ntoa(struct.pack("=I", value))
+    return socket.inet_ntoa(_U32.pack(value))
 
 
 class IdAllocator:

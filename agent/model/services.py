@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..sources.objects import ObjectKey
-from .cluster import Cluster, Pod
+from .bulk import gc_paused_for
+from .cluster import Cluster, Pod, canonical_ipv4
 
 ALGORITHM_ANNOTATION = "weft.io/lb-algorithm"
 ALGORITHMS = ("random", "maglev")
@@ -68,7 +69,7 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
     meta, spec = obj["metadata"], obj.get("spec") or {}
     ips = [spec.get("clusterIP")] + list(spec.get("externalIPs") or []) + [
         i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
-    ips = [ip for ip in ips if ip and ip != "None"]
+    ips = [ip for ip in ips if canonical_ipv4(ip)]  # "None" (headless) and bad values drop out
     selector = spec.get("selector") or {}
     pods = [p for p in cluster.select_pods(key.namespace, selector) if p.running]
     affinity = 0
@@ -122,7 +123,10 @@ class ServicePlanner:
         self.plan: dict[Frontend, ServiceFrontend] = {}
         self._computed: dict[ObjectKey, dict[Frontend, ServiceFrontend]] = {}
         self._claims: dict[Frontend, set[ObjectKey]] = {}
-        self._selectors: dict[str, dict[ObjectKey, dict[str, str]]] = {}  # namespace -> service -> selector
+        self._selectors: dict[ObjectKey, dict[str, str]] = {}
+        # (namespace, key, value) of one term of each selector -> Services: a pod can
+        # only be selected by Services indexed under one of its own labels
+        self._by_term: dict[tuple[str, str, str], set[ObjectKey]] = {}
         self._pod_labels: dict[str, dict[str, str]] = {}
 
     def _dirty(self, cluster: Cluster, events) -> set[ObjectKey]:
@@ -131,11 +135,7 @@ class ServicePlanner:
             key = event.key
             if key.kind == "Service":
                 dirty.add(key)
-                spec = (cluster.objects.get(key) or {}).get("spec") or {}
-                if key in cluster.objects:
-                    self._selectors.setdefault(key.namespace, {})[key] = spec.get("selector") or {}
-                else:
-                    self._selectors.get(key.namespace, {}).pop(key, None)
+                self._index_selector(key, ((cluster.objects.get(key) or {}).get("spec") or {}).get("selector"))
             elif key.kind == "Pod":
                 pod_key = f"{key.namespace}/{key.name}"
                 before = self._pod_labels.pop(pod_key, {})
@@ -143,10 +143,20 @@ class ServicePlanner:
                     dict((event.obj.get("metadata") or {}).get("labels") or {})
                 if after:
                     self._pod_labels[pod_key] = after
-                for svc, selector in self._selectors.get(key.namespace, {}).items():
-                    if _selects(selector, before) or _selects(selector, after):
-                        dirty.add(svc)
+                for labels in (before, after):
+                    for k, v in labels.items():
+                        for svc in self._by_term.get((key.namespace, k, v), ()):
+                            if _selects(self._selectors[svc], labels):
+                                dirty.add(svc)
         return dirty
+
+    def _index_selector(self, key: ObjectKey, selector: dict | None) -> None:
+        old = self._selectors.pop(key, None)
+        if old:
+            self._by_term[(key.namespace, *min(old.items()))].discard(key)
+        if selector and isinstance(selector, dict):
+            self._selectors[key] = selector
+            self._by_term.setdefault((key.namespace, *min(selector.items())), set()).add(key)
 
     def update(self, cluster: Cluster, events) -> dict[Frontend, ServiceFrontend | None]:
         """Apply events (already applied to `cluster`); return the frontends that
@@ -154,6 +164,10 @@ class ServicePlanner:
 
         A frontend two Services claim (a shared external IP) belongs to the first
         in key order, as in plan(); when its owner lets go, the next one takes it."""
+        with gc_paused_for(len(events)):
+            return self._update(cluster, events)
+
+    def _update(self, cluster: Cluster, events) -> dict[Frontend, ServiceFrontend | None]:
         touched: set[Frontend] = set()
         for key in self._dirty(cluster, events):
             for fe in self._computed.pop(key, {}):

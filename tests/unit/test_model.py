@@ -57,3 +57,11 @@ def test_namespaces_and_nodes():
         "status": {"addresses": [{"type": "InternalIP", "address": "172.18.0.11"}]}}))
     assert c.namespaces == {"x": {"team": "a"}}
     assert c.nodes["n1"].internal_ip == "172.18.0.11" and c.nodes["n1"].pod_cidr == "10.244.1.0/24"
+
+
+def test_canonical_ipv4():
+    from agent.model.cluster import canonical_ipv4
+
+    assert canonical_ipv4("10.244.1.2") == "10.244.1.2"
+    for bad in ("10.1", "10.244.1.300", "010.1.1.1", " 10.1.1.1", "::1", "", None, 7, "a.b.c.d"):
+        assert canonical_ipv4(bad) == "", bad

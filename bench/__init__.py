@@ -1,0 +1,1 @@
+"""Weft's benchmarks: run on demand (python -m bench), never as timed tests."""
