@@ -23,7 +23,11 @@ from .api import server as api_server
 from .api.weft import agent_pb2
 from .datapath import preflight
 from .datapath.endpoints import EndpointManager
+from .datapath import tc
 from .datapath.lb_maps import LBMaps
+from .datapath.node_config import NodeConfig
+from .healthcheck import HealthChecks, wanted_from_plan
+from .datapath.errors import DatapathError
 from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .model import services
 from .model.cluster import Cluster
@@ -47,6 +51,7 @@ class AgentOptions:
     poll_interval: float = 0.2
     cleanup_on_exit: bool = False
     lb_algorithm: str = "random"
+    uplinks: tuple[str, ...] = ()  # interfaces where traffic from outside arrives
 
 
 class Agent:
@@ -69,9 +74,10 @@ class Agent:
             self._ifnames[ifindex] = links[0].get_attr("IFLA_IFNAME") if links else ""
         return self._ifnames[ifindex]
 
-    def service_of(self, ip: str, port: int, protocol: str):
+    def service_of(self, ip: str, port: int, protocol: str, external: bool = False):
         """The Service a frontend belongs to, for flow records."""
-        sf = self.planner.plan.get(services.Frontend(ip, port, protocol))
+        scope = services.EXTERNAL if external else services.PODS
+        sf = self.planner.plan.get(services.Frontend(ip, port, protocol, scope))
         return (sf.namespace, sf.name) if sf else None
 
     def status(self) -> agent_pb2.StatusResponse:
@@ -83,7 +89,7 @@ class Agent:
             for ep in sorted(self.endpoints.endpoints.values(), key=lambda e: e.pod.key)
         ] if self.ready else []
         errors = list(self.source.errors) + (
-            list(self.endpoints.errors) + list(self.lb.errors) if self.ready else [])
+            list(self.endpoints.errors) + list(self.lb.errors) + list(self.health.errors) if self.ready else [])
         return agent_pb2.StatusResponse(
             node_name=self.options.node_name, version=__version__, ready=self.ready,
             synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
@@ -99,6 +105,9 @@ class Agent:
                  time.monotonic() - t0, self.options.datapath.pin_dir)
         self.endpoints = EndpointManager(self.programs, self.ipr)
         self.lb = LBMaps(self.programs)
+        self.node_config = NodeConfig(self.programs)
+        self.health = HealthChecks()
+        self._attach_uplinks()
         decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
         self.server = api_server.serve(self.options.listen, self.store, self.status)
@@ -112,6 +121,15 @@ class Agent:
             self._shutdown()
         return 0
 
+    def _attach_uplinks(self) -> None:
+        for name in self.options.uplinks:
+            found = self.ipr.link_lookup(ifname=name)
+            if not found:
+                raise DatapathError(f"uplink {name} not found in this network namespace")
+            tc.attach(self.ipr, found[0], tc.INGRESS, self.programs.from_network.fd,
+                      self.programs.FROM_NETWORK)
+            log.info("attached %s to uplink %s", self.programs.FROM_NETWORK, name)
+
     def _loop(self) -> None:
         next_resync = 0.0
         while not self.stopping.is_set():
@@ -122,6 +140,8 @@ class Agent:
                     self.cluster.apply_all(events)
                     self._ifnames.clear()
                 self.endpoints.sync(self.cluster.local_endpoints())
+                node = self.cluster.nodes.get(self.options.node_name)
+                self.node_config.set_ipv4(node.internal_ip if node else "")
                 changes = self.planner.update(self.cluster, events) if events else {}
                 if not self.ready:
                     # first sync: a full diff against the adopted pins removes the
@@ -129,6 +149,8 @@ class Agent:
                     self.lb.sync(self.planner.plan)
                 elif changes:
                     self.lb.apply(changes)
+                if changes or not self.ready:
+                    self.health.sync(wanted_from_plan(self.planner.plan))
                 self.synced_generation = self.source.generation
                 if not self.ready:
                     gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
@@ -139,10 +161,14 @@ class Agent:
     def _shutdown(self) -> None:
         log.info("stopping")
         self.server.stop(grace=1)
+        self.health.close()
         self.reader.stop()
         self.reader.join(timeout=2)
         if self.options.cleanup_on_exit:
             self.endpoints.detach_all()
+            for name in self.options.uplinks:
+                for index in self.ipr.link_lookup(ifname=name):
+                    tc.detach(self.ipr, index)
             self.programs.close()
             unpin_node(self.options.node_name, self.options.datapath.pin_root)
             log.info("detached every program and removed the pins")

@@ -17,6 +17,7 @@
 #include "lib/lb.h"
 #include "lib/reject.h"
 #include "lib/redirect.h"
+#include "lib/fib.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
@@ -68,7 +69,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	}
 
 	if (dir == DIR_EGRESS) {
-		struct lb4_service *svc = lb4_lookup(&pkt);
+		struct lb4_service *svc = lb4_lookup(&pkt, LB_SCOPE_PODS);
 
 		if (svc) {
 			ret = lb4_xlate(skb, &pkt, svc, &nat);
@@ -109,6 +110,12 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 
 		if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, vip, pkt.sport, vport) < 0)
 			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+		if (entry->flags & CT_FLAG_NODE_FRONTEND) {
+			metrics_count(REASON_FORWARDED, dir, skb->len);
+			pkt.saddr = vip;
+			pkt.sport = vport;
+			return fib_redirect(skb, &pkt);
+		}
 	}
 
 	metrics_count(REASON_FORWARDED, dir, skb->len);

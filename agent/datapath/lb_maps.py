@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..model import maglev
-from ..model.services import Backend, Frontend, ServiceFrontend
+from ..model.services import EXTERNAL, PODS, Backend, Frontend, ServiceFrontend
 from .errors import DatapathError
 from .maps import BatchWriter, IdAllocator, be32_to_ip, delete_entry, ip_to_be32
 
@@ -25,6 +25,9 @@ PROTO = {"TCP": 6, "UDP": 17}
 PROTO_NAME = {v: k for k, v in PROTO.items()}
 FLAG_MAGLEV = 0x1
 FLAG_AFFINITY = 0x2
+BACKEND_LOCAL = 0x1
+SCOPE = {PODS: 0, EXTERNAL: 1}
+SCOPE_NAME = {v: k for k, v in SCOPE.items()}
 CT_DIR_SERVICE = 3
 
 
@@ -54,9 +57,10 @@ class LBMaps:
     def _restore(self) -> None:
         """Adopt what a previous agent pinned."""
         for k, v in self.backends.items():
-            self.backend_ids[Backend(be32_to_ip(v.ip), v.port, PROTO_NAME.get(v.proto, "?"))] = k.value
+            self.backend_ids[Backend(be32_to_ip(v.ip), v.port, PROTO_NAME.get(v.proto, "?"),
+                                     bool(v.flags & BACKEND_LOCAL))] = k.value
         for k, v in self.services.items():
-            fe = Frontend(be32_to_ip(k.vip), k.port, PROTO_NAME.get(k.proto, "?"))
+            fe = Frontend(be32_to_ip(k.vip), k.port, PROTO_NAME.get(k.proto, "?"), SCOPE_NAME.get(k.scope, PODS))
             ids = []
             for slot in range(1, v.count + 1):
                 try:
@@ -70,13 +74,14 @@ class LBMaps:
 
     @staticmethod
     def _svc_key(fe: Frontend) -> tuple:
-        return (ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol], 0)
+        return (ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol], SCOPE[fe.scope])
 
     def _backend_id(self, backend: Backend, writes: BatchWriter) -> int:
         bid = self.backend_ids.get(backend)
         if bid is None:
             bid = self.bids.allocate()
-            writes.put(bid, (ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol], 0))
+            writes.put(bid, (ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol],
+                             BACKEND_LOCAL if backend.local else 0))
             self.backend_ids[backend] = bid
         return bid
 

@@ -38,6 +38,7 @@ class DatapathConfig:
     lb_maglev: int = 262144
     lb_affinity: int = 65536
     maglev_table_size: int = 1021  # prime
+    snat_map_size: int = 65536
 
     @property
     def pin_dir(self) -> Path:
@@ -56,6 +57,7 @@ class DatapathConfig:
             f"-DWEFT_LB_SLOT_MAP_SIZE={self.lb_slots}",
             f"-DWEFT_LB_MAGLEV_MAP_SIZE={self.lb_maglev}",
             f"-DWEFT_LB_AFFINITY_MAP_SIZE={self.lb_affinity}",
+            f"-DWEFT_SNAT_MAP_SIZE={self.snat_map_size}",
         ]
 
 
@@ -75,11 +77,13 @@ def _captured_stderr():
             output.append(sink.read().decode(errors="replace"))
 
 
-def compile_source(source: Path, cflags: list[str]):
-    """Compile one program of bpf/ with BCC; return the BPF object."""
+def compile_source(source: Path | list[Path], cflags: list[str]):
+    """Compile programs of bpf/ (one file per attach point) into one BPF object."""
     from bcc import BPF
 
     text = translation_unit(source, [SOURCE_DIR])
+    if isinstance(source, list):
+        source = source[0]
     output: list[str] = []
     try:
         with _captured_stderr() as output:
@@ -94,23 +98,27 @@ def compile_source(source: Path, cflags: list[str]):
 
 
 class PodPrograms:
-    """tc_pod.c compiled and loaded: the from-pod and to-pod programs and their maps."""
+    """The node's datapath compiled and loaded: tc_pod.c (from_pod and to_pod, on
+    every pod interface) and tc_node.c (from_network, on the uplink), sharing
+    their maps and one flow ring buffer."""
 
-    SOURCE = SOURCE_DIR / "tc_pod.c"
+    SOURCES = [SOURCE_DIR / "tc_pod.c", SOURCE_DIR / "tc_node.c"]
     FROM_POD = "from_pod"
     TO_POD = "to_pod"
+    FROM_NETWORK = "from_network"
 
     def __init__(self, config: DatapathConfig):
         from bcc import BPF
 
         self.config = config
         config.pin_dir.mkdir(parents=True, exist_ok=True)
-        self.bpf = compile_source(self.SOURCE, config.cflags())
+        self.bpf = compile_source(self.SOURCES, config.cflags())
         try:
             self.from_pod = self.bpf.load_func(self.FROM_POD.encode(), BPF.SCHED_CLS)
             self.to_pod = self.bpf.load_func(self.TO_POD.encode(), BPF.SCHED_CLS)
+            self.from_network = self.bpf.load_func(self.FROM_NETWORK.encode(), BPF.SCHED_CLS)
         except Exception as exc:
-            raise DatapathError(f"the kernel rejected a program of {self.SOURCE.name}: {exc}") from None
+            raise DatapathError(f"the kernel rejected a program: {exc}") from None
 
     def table(self, name: str):
         return self.bpf[name.encode()]

@@ -15,9 +15,13 @@ from pathlib import Path
 _LOCAL_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 
-def translation_unit(source: Path, include_dirs: list[Path]) -> str:
+def translation_unit(sources: Path | list[Path], include_dirs: list[Path]) -> str:
+    """One text from one or more programs: each header is inlined once, where it
+    is first included, so programs of several attach points share their maps."""
     seen: set[Path] = set()
-    return _expand(source.resolve(), [d.resolve() for d in include_dirs], seen)
+    if isinstance(sources, Path):
+        sources = [sources]
+    return "".join(_expand(s.resolve(), [d.resolve() for d in include_dirs], seen) for s in sources)
 
 
 def _resolve(name: str, including: Path, include_dirs: list[Path]) -> Path:

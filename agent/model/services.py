@@ -18,14 +18,19 @@ ALGORITHMS = ("random", "maglev")
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity: ClientIP
 
 
+PODS, EXTERNAL = "pods", "external"  # who a frontend serves
+
+
 @dataclass(frozen=True, order=True)
 class Frontend:
     ip: str
     port: int
     protocol: str  # "TCP" or "UDP"
+    scope: str = PODS  # PODS: traffic from pods; EXTERNAL: from outside, on the uplink
 
     def __str__(self) -> str:
-        return f"{self.ip}:{self.port}/{self.protocol}"
+        where = "" if self.scope == PODS else " (external)"
+        return f"{self.ip}:{self.port}/{self.protocol}{where}"
 
 
 @dataclass(frozen=True, order=True)
@@ -33,6 +38,7 @@ class Backend:
     ip: str
     port: int
     protocol: str
+    local: bool = False  # a pod on this node
 
     def __str__(self) -> str:
         return f"{self.ip}:{self.port}/{self.protocol}"
@@ -47,6 +53,7 @@ class ServiceFrontend:
     backends: tuple[Backend, ...]  # those taking new connections, sorted
     affinity_timeout: int = 0      # seconds; 0 = no session affinity
     algorithm: str = "random"
+    health_check_port: int = 0     # eTP=Local: answer how many local backends there are
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -66,10 +73,19 @@ def _target_port(pod: Pod, target, protocol: str) -> int | None:
 
 def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
                       default_algorithm: str = "random") -> list[ServiceFrontend]:
+    """The frontends of one Service as this node serves them.
+
+    Pods reach the ClusterIP and external IPs (internalTrafficPolicy: Local
+    keeps them to this node's backends); clients outside reach the NodePorts on
+    this node's IP and the external IPs (externalTrafficPolicy: Local keeps
+    them to this node's backends, with the client's address intact)."""
     meta, spec = obj["metadata"], obj.get("spec") or {}
-    ips = [spec.get("clusterIP")] + list(spec.get("externalIPs") or []) + [
-        i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []]
-    ips = [ip for ip in ips if canonical_ipv4(ip)]  # "None" (headless) and bad values drop out
+    cluster_ips = [ip for ip in [spec.get("clusterIP")] if canonical_ipv4(ip)]
+    external_ips = [ip for ip in list(spec.get("externalIPs") or []) + [
+        i.get("ip") for i in ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        if isinstance(i, dict)] if canonical_ipv4(ip)]
+    node = cluster.nodes.get(cluster.node_name)
+    node_ip = node.internal_ip if node else ""
     selector = spec.get("selector") or {}
     pods = [p for p in cluster.select_pods(key.namespace, selector) if p.running]
     affinity = 0
@@ -79,6 +95,11 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
     algorithm = (meta.get("annotations") or {}).get(ALGORITHM_ANNOTATION, default_algorithm)
     if algorithm not in ALGORITHMS:
         algorithm = default_algorithm
+    internal_local = spec.get("internalTrafficPolicy") == "Local"
+    external_local = spec.get("externalTrafficPolicy") == "Local"
+    has_node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+    health_port = spec.get("healthCheckNodePort") if external_local and isinstance(
+        spec.get("healthCheckNodePort"), int) else 0
     out = []
     for port in spec.get("ports") or []:
         if not isinstance(port, dict) or not isinstance(port.get("port"), int):
@@ -92,14 +113,26 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
             number = _target_port(pod, target, protocol)
             if not number:
                 continue
+            backend = Backend(pod.ip, number, protocol, pod.node == cluster.node_name)
             if pod.terminating:
-                terminating.add(Backend(pod.ip, number, protocol))
+                terminating.add(backend)
             elif pod.ready:
-                ready.add(Backend(pod.ip, number, protocol))
-        backends = tuple(sorted(ready or terminating))
-        for ip in ips:
+                ready.add(backend)
+        every = tuple(sorted(ready or terminating))
+        local = tuple(b for b in every if b.local)
+
+        def frontend(ip, number, scope, backends, health=0):
             out.append(ServiceFrontend(key.namespace, key.name, port.get("name") or "",
-                                       Frontend(ip, port["port"], protocol), backends, affinity, algorithm))
+                                       Frontend(ip, number, protocol, scope), backends, affinity,
+                                       algorithm, health))
+
+        for ip in cluster_ips + external_ips:
+            frontend(ip, port["port"], PODS, local if internal_local and ip in cluster_ips else every)
+        outside = local if external_local else every
+        for ip in external_ips:
+            frontend(ip, port["port"], EXTERNAL, outside, health_port)
+        if has_node_ports and node_ip and isinstance(port.get("nodePort"), int):
+            frontend(node_ip, port["nodePort"], EXTERNAL, outside, health_port)
     return out
 
 
@@ -133,7 +166,9 @@ class ServicePlanner:
         dirty: set[ObjectKey] = set()
         for event in events:
             key = event.key
-            if key.kind == "Service":
+            if key.kind == "Node" and key.name == cluster.node_name:
+                dirty.update(self._computed)  # NodePort frontends live on the node's IP
+            elif key.kind == "Service":
                 dirty.add(key)
                 self._index_selector(key, ((cluster.objects.get(key) or {}).get("spec") or {}).get("selector"))
             elif key.kind == "Pod":

@@ -23,6 +23,9 @@ MSG_DROP = 1
 MSG_TRACE = 4
 TRACE_TO_LXC = 0
 TRACE_FROM_LXC = 5
+TRACE_FROM_NETWORK = 10
+
+POINT_NETWORK = 1  # enum flow_point in bpf/lib/flow.h
 
 EVENT_NEW = 1
 EVENT_DROP = 2
@@ -49,7 +52,7 @@ def tcp_flags(bits: int) -> pb.TCPFlags:
 
 class FlowDecoder:
     def __init__(self, node_name: str, cluster: Cluster, ifname: Callable[[int], str],
-                 service_of: Callable[[str, int, str], tuple[str, str] | None] = lambda *_: None):
+                 service_of: Callable[..., tuple[str, str] | None] = lambda *_: None):
         self.node_name = node_name
         self.cluster = cluster
         self.ifname = ifname
@@ -107,7 +110,8 @@ class FlowDecoder:
         orig = getattr(ev, "orig_daddr", 0)
         if orig:
             proto = "TCP" if ev.proto == socket.IPPROTO_TCP else "UDP"
-            svc = self.service_of(_ip(orig), ev.orig_dport, proto)
+            external = getattr(ev, "point", 0) == POINT_NETWORK
+            svc = self.service_of(_ip(orig), ev.orig_dport, proto, external)
             if svc:
                 flow.destination_service.namespace, flow.destination_service.name = svc
         if ev.kind == EVENT_DROP:
@@ -117,7 +121,10 @@ class FlowDecoder:
             flow.event_type.sub_type = ev.drop_reason
         else:
             flow.event_type.type = MSG_TRACE
-            if ev.direction == DIR_INGRESS:
+            if getattr(ev, "point", 0) == POINT_NETWORK:
+                flow.event_type.sub_type = TRACE_FROM_NETWORK
+                flow.trace_observation_point = pb.FROM_NETWORK
+            elif ev.direction == DIR_INGRESS:
                 flow.event_type.sub_type = TRACE_TO_LXC
                 flow.trace_observation_point = pb.TO_ENDPOINT
             else:

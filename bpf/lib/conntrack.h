@@ -45,14 +45,19 @@ struct ct_entry {
 	u16 rev_nat_port; /* ...and its port (host order) */
 	u8  seen_reply;
 	u8  closing;
-	u32 pad;
+	u32 flags;        /* CT_FLAG_* */
 };
+
+/* Translated entries whose replies carry a node address as their source once
+ * reversed (NodePort): the datapath forwards those itself (lib/fib.h). */
+#define CT_FLAG_NODE_FRONTEND 0x1
 
 /* What service translation did to a packet, for conntrack and flow events. */
 struct nat4 {
 	u32 orig_daddr; /* the VIP, network order; 0 when not translated */
 	u16 orig_dport;
-	u16 pad;
+	u8  backend_flags;
+	u8  pad;
 };
 
 BPF_TABLE_PINNED("lru_hash", struct ct_key, struct ct_entry, weft_ct,

@@ -33,7 +33,14 @@ struct flow_event {
 	u8  kind;        /* enum flow_event_kind */
 	u32 orig_daddr;  /* a Service's VIP before translation, network order; 0 if none */
 	u16 orig_dport;
-	u16 pad;
+	u8  point;       /* enum flow_point */
+	u8  pad;
+};
+
+/* Where the datapath saw the packet. */
+enum flow_point {
+	FLOW_POINT_POD = 0,     /* a pod's interface; direction says which way */
+	FLOW_POINT_NETWORK = 1, /* the node's uplink, from outside */
 };
 
 BPF_RINGBUF_OUTPUT(weft_flows, WEFT_FLOW_RING_PAGES);
@@ -41,9 +48,9 @@ BPF_RINGBUF_OUTPUT(weft_flows, WEFT_FLOW_RING_PAGES);
 /* Ring-buffer reserve failures: the only place such losses become visible. */
 BPF_TABLE_PINNED("percpu_array", u32, u64, weft_flow_lost, 1, WEFT_PIN(weft_flow_lost));
 
-static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
-				      u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
-				      u8 kind)
+static __always_inline void flow_emit_at(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
+					 u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
+					 u8 kind, u8 point)
 {
 	struct flow_event *ev = weft_flows.ringbuf_reserve(sizeof(struct flow_event));
 
@@ -72,8 +79,16 @@ static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 
 	ev->kind = kind;
 	ev->orig_daddr = nat->orig_daddr;
 	ev->orig_dport = nat->orig_dport;
+	ev->point = point;
 	ev->pad = 0;
 	weft_flows.ringbuf_submit(ev, 0);
+}
+
+static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
+				      u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
+				      u8 kind)
+{
+	flow_emit_at(pkt, nat, ifindex, ep_id, dir, verdict, reason, is_reply, kind, FLOW_POINT_POD);
 }
 
 #endif

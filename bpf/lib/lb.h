@@ -17,11 +17,19 @@
 #define LB_FLAG_MAGLEV   0x1
 #define LB_FLAG_AFFINITY 0x2
 
+/* Who a frontend serves: pods (ClusterIP, external IPs used from inside) or
+ * clients outside the cluster arriving on the node's uplink (NodePort,
+ * external IPs); the two can have different backends (traffic policies). */
+enum lb_scope {
+	LB_SCOPE_PODS = 0,
+	LB_SCOPE_EXTERNAL = 1,
+};
+
 struct lb4_key {
 	u32 vip;   /* network order */
 	u16 port;  /* host order */
 	u8  proto;
-	u8  pad;
+	u8  scope; /* enum lb_scope */
 };
 
 struct lb4_service {
@@ -37,11 +45,13 @@ struct lb4_slot_key {
 	u32 slot;
 };
 
+#define LB_BACKEND_LOCAL 0x1 /* a pod on this node */
+
 struct lb4_backend {
 	u32 ip;    /* network order */
 	u16 port;  /* host order */
 	u8  proto;
-	u8  flags;
+	u8  flags; /* LB_BACKEND_* */
 };
 
 struct lb4_affinity_key {
@@ -67,16 +77,18 @@ BPF_TABLE_PINNED("lru_hash", struct lb4_affinity_key, struct lb4_affinity, weft_
 		 WEFT_LB_AFFINITY_MAP_SIZE, WEFT_PIN(weft_lb4_affinity));
 
 enum lb_result {
+	LB_NEW = 1,   /* a new connection: its backend was just chosen */
 	LB_OK = 0,
 	LB_NO_BACKEND = -1,
 	LB_CT_FAILED = -2,
 	LB_WRITE_FAILED = -3,
 };
 
-static __always_inline struct lb4_service *lb4_lookup(const struct pkt4 *pkt)
+static __always_inline struct lb4_service *lb4_lookup(const struct pkt4 *pkt, u8 scope)
 {
 	struct lb4_key key = {};
 
+	key.scope = scope;
 	if (pkt->is_fragment || (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP))
 		return NULL;
 	key.vip = pkt->daddr;
@@ -142,6 +154,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 	struct lb4_backend *be = NULL;
 	u32 backend_id = 0;
 	u64 now = ct_now();
+	int ret;
 
 	key.saddr = pkt->saddr;
 	key.daddr = pkt->daddr;
@@ -157,6 +170,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 	}
 	if (be) {
 		ct_refresh(e, pkt, now);
+		ret = LB_OK;
 	} else {
 		struct ct_entry fresh = {};
 
@@ -177,17 +191,19 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 		ct_refresh(&fresh, pkt, now);
 		if (weft_ct.update(&key, &fresh) < 0)
 			return LB_CT_FAILED;
+		ret = LB_NEW;
 	}
 	if (svc->flags & LB_FLAG_AFFINITY)
 		lb4_affinity_update(pkt, svc, backend_id, now);
 
 	nat->orig_daddr = pkt->daddr;
 	nat->orig_dport = pkt->dport;
+	nat->backend_flags = be->flags;
 	if (nat4_rewrite(skb, pkt, 0, pkt->daddr, be->ip, pkt->dport, be->port) < 0)
 		return LB_WRITE_FAILED;
 	pkt->daddr = be->ip;
 	pkt->dport = be->port;
-	return LB_OK;
+	return ret;
 }
 
 #endif

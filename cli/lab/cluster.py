@@ -147,6 +147,19 @@ def _allocate_cluster_ip(state: LabState) -> str:
     raise LabError("the service CIDR 10.96.0.0/16 is full")
 
 
+def _route_external_ips(state: LabState, old: list, new: list) -> None:
+    """The lab's router: the external client reaches a Service's external IPs
+    through the first node, as a real network would route them to some node."""
+    for ip in set(old) - set(new):
+        topology.ip("route", "del", f"{ip}/32", netns=topology.EXTERNAL_NS, check=False)
+    for ip in new:
+        try:
+            ipaddress.IPv4Address(ip)
+        except ValueError:
+            raise LabError(f"externalIP {ip!r} is not an IPv4 address") from None
+        topology.ip("route", "replace", f"{ip}/32", "via", state.nodes[0].ip, netns=topology.EXTERNAL_NS)
+
+
 def _apply_service(state: LabState, key: ObjectKey, obj: dict) -> str:
     old = state.objects.get(state_key(key))
     obj = copy.deepcopy(obj)
@@ -166,9 +179,16 @@ def _apply_service(state: LabState, key: ObjectKey, obj: dict) -> str:
                 raise LabError(f"service {key.namespace}/{key.name}: nodePort {port['nodePort']} "
                                "is outside 30000-32767")
             used.add(port["nodePort"])
+    if spec["type"] == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local" \
+            and not spec.get("healthCheckNodePort"):
+        old_port = (old or {}).get("spec", {}).get("healthCheckNodePort")
+        used = {p.get("nodePort") for _, s in _objects_of(state, "Service") for p in s.get("spec", {}).get("ports") or []}
+        used |= {s.get("spec", {}).get("healthCheckNodePort") for _, s in _objects_of(state, "Service")}
+        spec["healthCheckNodePort"] = old_port or next(p for p in NODE_PORTS if p not in used)
     for port in spec.get("ports") or []:
         port.setdefault("protocol", "TCP")
         port.setdefault("targetPort", port.get("port"))
+    _route_external_ips(state, (old or {}).get("spec", {}).get("externalIPs") or [], spec.get("externalIPs") or [])
     write_object(state, key, obj)
     return f"service/{key.name} {'configured' if old else 'created'}"
 
@@ -383,6 +403,8 @@ def delete_one(state: LabState, key: ObjectKey) -> list[str]:
         return _delete_deployment(state, key)
     if key.kind == "Pod":
         return _delete_pod(state, key)
+    if key.kind == "Service":
+        _route_external_ips(state, state.objects[state_key(key)].get("spec", {}).get("externalIPs") or [], [])
     remove_object(state, key)
     return [f"{key.kind.lower()}/{key.name} deleted"]
 

@@ -92,8 +92,11 @@ def _plug(ns: str, port: str, address: str) -> None:
 def create_node(name: str, index: int) -> None:
     ns = node_netns(name)
     add_netns(ns)
+    # a node forwards answers of NodePort backends back out of the uplink they
+    # came in on: that is routing, not a misconfiguration to redirect hosts about
     sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
-           "net.ipv4.conf.default.rp_filter=0")
+           "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.all.send_redirects=0",
+           "net.ipv4.conf.default.send_redirects=0")
     _plug(ns, f"sw-{name}"[:15], node_ip(index))
 
 

@@ -146,7 +146,7 @@ def test_compact_line_and_json_round_trip():
 
 
 def test_service_filter_and_compact_names_the_service():
-    f = FlowDecoder("node-1", cluster(), lambda i: "", lambda ip, port, proto: ("t", "web")).decode(
+    f = FlowDecoder("node-1", cluster(), lambda i: "", lambda ip, port, proto, external=False: ("t", "web")).decode(
         event(orig_daddr=ip_u32("10.96.0.10"), orig_dport=80))
     assert (f.destination_service.namespace, f.destination_service.name) == ("t", "web")
     assert filter_matches(f, pb.FlowFilter(destination_service=["t/web"]))

@@ -48,7 +48,7 @@ def test_clusterip_selects_ready_pods_and_resolves_named_ports_per_pod():
     p = plan(c)
     assert list(p) == [Frontend("10.96.0.10", 80, "TCP")]
     sf = p[Frontend("10.96.0.10", 80, "TCP")]
-    assert sf.backends == (Backend("10.244.1.2", 8080, "TCP"), Backend("10.244.1.3", 9090, "TCP"))
+    assert sf.backends == (Backend("10.244.1.2", 8080, "TCP", local=True), Backend("10.244.1.3", 9090, "TCP", True))
     assert (sf.namespace, sf.name, sf.port_name) == ("x", "web", "http")
 
 
@@ -60,8 +60,9 @@ def test_several_ports_protocols_and_external_ips():
                 service("web", spec))
     p = plan(c)
     assert set(p) == {Frontend("10.96.0.10", 80, "TCP"), Frontend("10.96.0.10", 53, "UDP"),
-                      Frontend("192.0.2.7", 80, "TCP"), Frontend("192.0.2.7", 53, "UDP")}
-    assert p[Frontend("10.96.0.10", 53, "UDP")].backends == (Backend("10.244.1.2", 5353, "UDP"),)
+                      Frontend("192.0.2.7", 80, "TCP"), Frontend("192.0.2.7", 53, "UDP"),
+                      Frontend("192.0.2.7", 80, "TCP", "external"), Frontend("192.0.2.7", 53, "UDP", "external")}
+    assert p[Frontend("10.96.0.10", 53, "UDP")].backends == (Backend("10.244.1.2", 5353, "UDP", True),)
 
 
 def test_named_port_must_match_protocol():
@@ -162,3 +163,58 @@ def test_incremental_planner_always_equals_a_full_plan():
         assert planner.plan == plan(c), f"diverged at step {step}"
         for fe, sf in changes.items():
             assert planner.plan.get(fe) == sf
+
+
+def node_event(name="n1", ip="172.18.0.11"):
+    return Event(EventType.ADDED, ObjectKey("Node", "", name), {
+        "kind": "Node", "metadata": {"name": name},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip}]}})
+
+
+def remote_pod(name, ip, labels):
+    ev = pod(name, ip, labels)
+    ev.obj["spec"]["nodeName"] = "n2"
+    return ev
+
+
+NODEPORT = {**WEB, "type": "NodePort", "ports": [{"name": "http", "port": 80, "targetPort": "http", "nodePort": 30080}]}
+
+
+def test_nodeport_on_this_nodes_ip_for_outside_traffic():
+    c = cluster(node_event(), pod("a", "10.244.1.2", {"app": "web"}),
+                remote_pod("b", "10.244.2.2", {"app": "web"}), service("web", NODEPORT))
+    p = plan(c)
+    outside = p[Frontend("172.18.0.11", 30080, "TCP", "external")]
+    assert [(b.ip, b.local) for b in outside.backends] == [("10.244.1.2", True), ("10.244.2.2", False)]
+    assert Frontend("10.96.0.10", 80, "TCP") in p  # and the ClusterIP for pods
+    assert Frontend("172.18.0.11", 30080, "TCP") not in p  # NodePorts are not for pods here
+
+
+def test_external_traffic_policy_local_keeps_outside_traffic_here_with_a_health_check():
+    spec = {**NODEPORT, "type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 32000}
+    c = cluster(node_event(), pod("a", "10.244.1.2", {"app": "web"}),
+                remote_pod("b", "10.244.2.2", {"app": "web"}), service("web", spec))
+    p = plan(c)
+    outside = p[Frontend("172.18.0.11", 30080, "TCP", "external")]
+    assert [b.ip for b in outside.backends] == ["10.244.1.2"] and outside.health_check_port == 32000
+    assert len(p[Frontend("10.96.0.10", 80, "TCP")].backends) == 2  # pods still reach all
+
+
+def test_internal_traffic_policy_local():
+    c = cluster(node_event(), remote_pod("b", "10.244.2.2", {"app": "web"}),
+                service("web", {**WEB, "internalTrafficPolicy": "Local"}))
+    assert plan(c)[Frontend("10.96.0.10", 80, "TCP")].backends == ()
+
+
+def test_node_ip_arriving_later_replans_node_ports():
+    from agent.model.services import ServicePlanner
+
+    c, planner = Cluster("n1"), ServicePlanner()
+    events = [pod("a", "10.244.1.2", {"app": "web"}), service("web", NODEPORT)]
+    c.apply_all(events)
+    planner.update(c, events)
+    assert not any(fe.scope == "external" for fe in planner.plan)
+    c.apply(node_event())
+    changes = planner.update(c, [node_event()])
+    assert Frontend("172.18.0.11", 30080, "TCP", "external") in changes
+    assert planner.plan == plan(c)

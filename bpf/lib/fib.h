@@ -1,0 +1,51 @@
+/* Forwarding a translated packet ourselves: FIB lookup, MACs, redirect.
+ *
+ * A NodePort reply carries the node's own IP as its source once translated,
+ * and the kernel drops forwarded packets with a local source (a martian). So
+ * those packets skip the stack's forwarding, as Cilium's NodePort path does:
+ * the route comes from bpf_fib_lookup, and the neighbour from it or from
+ * bpf_redirect_neigh when it is not resolved yet.
+ */
+#ifndef WEFT_FIB_H
+#define WEFT_FIB_H
+
+#include "common.h"
+#include "parse.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+/* BCC 0.26 declares bpf_redirect_neigh with three arguments, as before Linux
+ * 5.11; the kernel's helper takes four, and would read its flags from an
+ * unset register. This is the kernel's signature. */
+static long (*weft_redirect_neigh)(u32 ifindex, void *params, int plen, u64 flags) =
+	(void *)BPF_FUNC_redirect_neigh;
+
+static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt4 *pkt)
+{
+	struct bpf_fib_lookup fib = {};
+	int ret;
+
+	fib.family = AF_INET;
+	fib.ifindex = skb->ifindex;
+	fib.l4_protocol = pkt->proto;
+	fib.sport = bpf_htons(pkt->sport);
+	fib.dport = bpf_htons(pkt->dport);
+	fib.tot_len = pkt->len - ETH_HLEN;
+	fib.ipv4_src = pkt->saddr;
+	fib.ipv4_dst = pkt->daddr;
+
+	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
+		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
+		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+			return TC_ACT_SHOT;
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	if (ret == BPF_FIB_LKUP_RET_NO_NEIGH)
+		return weft_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	return TC_ACT_SHOT; /* no route: the stack would drop it as well */
+}
+
+#endif
