@@ -201,3 +201,52 @@ def test_packets_sent_back_to_the_pod_are_addressed_to_it(pod_programs, lb):
     packet = syn(40030)
     out = run(pod_programs.from_pod.fd, packet).packet
     assert out[0:6] == packet[6:12] and out[6:12] == packet[0:6]
+
+
+def test_one_changed_service_among_many_writes_only_its_own_entries(pod_programs, lb, monkeypatch):
+    from agent.datapath import maps
+
+    plan = {}
+    for i in range(500):
+        fe = Frontend(f"10.96.8.{i % 250}" if i < 250 else f"10.96.9.{i % 250}", 80, "TCP")
+        plan[fe] = ServiceFrontend("x", f"s{i}", "http", fe,
+                                   tuple(Backend(f"10.245.{i // 60}.{(i % 60) * 4 + b}", 8080, "TCP") for b in range(4)))
+    lb.sync(plan)
+    writes = []
+    real_put = maps.BatchWriter.put
+    monkeypatch.setattr(maps.BatchWriter, "put", lambda self, k, v: (writes.append(self.map_name), real_put(self, k, v)))
+    target = next(iter(plan))
+    changed = ServiceFrontend("x", "s0", "http", target, plan[target].backends[:3] + (Backend("10.246.0.1", 8080, "TCP"),))
+    lb.apply({target: changed})
+    # one new backend, one slot, one service entry: nothing of the other 499 Services
+    assert sorted(writes) == ["weft_lb4_backends", "weft_lb4_services", "weft_lb4_slots"]
+
+
+def test_full_service_map_is_an_error_naming_it_and_the_rest_keeps_working():
+    import uuid
+
+    from agent.datapath.loader import DatapathConfig, PodPrograms, unpin_node
+
+    from .conftest import TEST_PIN_ROOT
+
+    config = DatapathConfig(node=f"lbfull-{uuid.uuid4().hex[:6]}", pin_root=TEST_PIN_ROOT, lb_services=2)
+    programs = PodPrograms(config)
+    try:
+        maps = LBMaps(programs)
+        first = web([B1])
+        assert maps.apply(first) == []
+        second = {Frontend("10.96.7.2", 80, "TCP"): ServiceFrontend(
+            "x", "two", "http", Frontend("10.96.7.2", 80, "TCP"), (B2,))}
+        assert maps.apply(second) == []
+        third = {Frontend("10.96.7.3", 80, "TCP"): ServiceFrontend(
+            "x", "three", "http", Frontend("10.96.7.3", 80, "TCP"), (B3,))}
+        errors = maps.apply(third)
+        assert len(errors) == 1 and "weft_lb4_services is full (2 entries)" in errors[0]
+        assert maps.errors == errors
+        out = pk.Parsed(run(programs.from_pod.fd, pk.tcp_packet(CLIENT, VIP, 47000, 80)).packet)
+        assert out.dst == B1.ip, "the Services that fit keep working"
+        untouched = pk.tcp_packet(CLIENT, "10.96.7.3", 47001, 80)
+        assert run(programs.from_pod.fd, untouched).packet == untouched
+    finally:
+        programs.close()
+        unpin_node(config.node, TEST_PIN_ROOT)

@@ -173,3 +173,33 @@ def test_hairpin_a_pod_reaches_itself_through_its_service(lab):
         assert result["result"] == "connected" and result["reply"] == "client", result
     # its own server sees the hairpin address, as with Cilium's loopback
     assert probe("s/client", "self.s", 80, path="/clientip")["reply"].startswith("169.254.42.1:")
+
+
+def test_services_work_while_an_agent_is_down_and_after_it_restarts(lab):
+    import os
+    import signal
+
+    import psutil
+
+    from cli import agents
+    from cli.lab import state as lab_state
+    from cli.lab.commands import _agent_synced, _start_agent
+
+    conn = KeepAlive(vip("web"), 80)
+    try:
+        mine = conn.get()
+        st = lab_state.load()
+        old = st.node("node-1").agent
+        os.kill(old.pid, signal.SIGKILL)
+        psutil.Process(old.pid).wait(5)
+        assert conn.get() == mine
+        assert {probe("s/client", "web.s", 80)["reply"] for _ in range(30)} == {"web-1", "web-2", "web-3"}
+        with lab_state.locked() as st:
+            node = st.node("node-1")
+            node.agent = _start_agent(st, node)
+        assert not agents.wait_until({"node-1": f"unix://{node.socket}"}, _agent_synced(st.generation), 120)
+        for _ in range(5):
+            assert conn.get() == mine, "the restarted agent adopted the pinned service and backend ids"
+        assert {probe("s/client", "web.s", 80)["reply"] for _ in range(30)} == {"web-1", "web-2", "web-3"}
+    finally:
+        conn.close()
