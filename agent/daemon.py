@@ -27,6 +27,7 @@ from .datapath import tc
 from .datapath.lb_maps import LBMaps
 from .datapath.node_config import NodeConfig
 from .healthcheck import HealthChecks, wanted_from_plan
+from .metrics import AgentMetrics
 from .datapath.errors import DatapathError
 from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .model import services
@@ -52,6 +53,7 @@ class AgentOptions:
     cleanup_on_exit: bool = False
     lb_algorithm: str = "random"
     uplinks: tuple[str, ...] = ()  # interfaces where traffic from outside arrives
+    metrics_address: str = "127.0.0.1:9962"  # "" disables
 
 
 class Agent:
@@ -67,6 +69,7 @@ class Agent:
         self.ipr = IPRoute()
         self._ifnames: dict[int, str] = {}
         self.planner = services.ServicePlanner(options.lb_algorithm)
+        self.metrics = AgentMetrics()
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
@@ -110,6 +113,9 @@ class Agent:
         self._attach_uplinks()
         decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
+        self.metrics.watch_datapath(self.programs)
+        if self.options.metrics_address:
+            self.metrics.serve(self.options.metrics_address)
         self.server = api_server.serve(self.options.listen, self.store, self.status)
         log.info("listening on %s", self.options.listen)
         self.reader.start()
@@ -120,6 +126,15 @@ class Agent:
         finally:
             self._shutdown()
         return 0
+
+    def _update_metrics(self) -> None:
+        for exc in self.lb.failed_writes:
+            self.metrics.map_errors.labels(getattr(exc, "map_name", "unknown"),
+                                           getattr(exc, "reason", "error")).inc()
+        self.lb.failed_writes.clear()
+        for scope in (services.PODS, services.EXTERNAL):
+            self.metrics.frontends.labels(scope).set(sum(1 for fe in self.planner.plan if fe.scope == scope))
+        self.metrics.endpoints.set(sum(1 for e in self.endpoints.endpoints.values() if e.attached))
 
     def _attach_uplinks(self) -> None:
         for name in self.options.uplinks:
@@ -151,6 +166,7 @@ class Agent:
                     self.lb.apply(changes)
                 if changes or not self.ready:
                     self.health.sync(wanted_from_plan(self.planner.plan))
+                self._update_metrics()
                 self.synced_generation = self.source.generation
                 if not self.ready:
                     gc.freeze()  # the model built so far is long-lived: keep it out of GC scans

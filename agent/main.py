@@ -27,6 +27,8 @@ from .datapath.loader import DatapathConfig
 @click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
 @click.option("--flow-ring-pages", default=256, show_default=True,
               help="Pages of the kernel flow ring buffer (a power of two).")
+@click.option("--metrics-address", default="127.0.0.1:9962", show_default=True,
+              help="Where /metrics listens (host:port; loopback by default); empty to disable.")
 @click.option("--uplink", "uplinks", multiple=True,
               help="An interface where traffic from outside arrives (NodePort, external IPs); repeatable.")
 @click.option("--lb-algorithm", type=click.Choice(["random", "maglev"]), default="random", show_default=True,
@@ -46,7 +48,7 @@ from .datapath.loader import DatapathConfig
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
-         endpoint_map_size, flow_ring_pages, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
+         endpoint_map_size, flow_ring_pages, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
@@ -78,6 +80,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         cleanup_on_exit=cleanup_on_exit,
         lb_algorithm=lb_algorithm,
         uplinks=tuple(uplinks),
+        metrics_address=metrics_address,
     )
     try:
         sys.exit(Agent(options).run())

@@ -25,6 +25,8 @@ class CompileError(DatapathError):
 class MapFullError(DatapathError):
     """A BPF map has no room for another entry."""
 
+    reason = "full"
+
     def __init__(self, map_name: str, size: int):
         self.map_name = map_name
         self.size = size

@@ -47,6 +47,7 @@ class LBMaps:
         self.maglev, self.backends = t("weft_lb4_maglev"), t("weft_lb4_backends")
         self.ct = t("weft_ct")
         self.errors: list[str] = []
+        self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
         self.backend_ids: dict[Backend, int] = {}
         self.written: dict[Frontend, Written] = {}
         self._restore()
@@ -122,6 +123,7 @@ class LBMaps:
             for writer in (backends, slots, tables, services):
                 writer.flush()
         except DatapathError as exc:
+            self.failed_writes.append(exc)
             # nothing of this change set became visible: service entries go last
             errors.append(f"{len(planned)} service frontends not programmed: {exc}")
             for fe, (_, new) in planned.items():

@@ -203,3 +203,32 @@ def test_services_work_while_an_agent_is_down_and_after_it_restarts(lab):
         assert {probe("s/client", "web.s", 80)["reply"] for _ in range(30)} == {"web-1", "web-2", "web-3"}
     finally:
         conn.close()
+
+
+def scrape(node_netns: str) -> dict[str, float]:
+    """The node agent's /metrics, from inside its network namespace (loopback)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with netns.entered(node_netns):
+        sock_text = urllib.request.urlopen("http://127.0.0.1:9962/metrics", timeout=2).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(sock_text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+def test_metrics_count_known_traffic(lab):
+    key = "weft_datapath_packets_total{direction=egress,reason=service_backend_not_found}"
+    before = scrape("weft-node-1").get(key, 0)
+    for _ in range(3):
+        assert probe("s/client", "empty.s", 80)["result"] == "refused"
+    after = scrape("weft-node-1")
+    assert after[key] == before + 3
+    assert after["weft_datapath_packets_total{direction=egress,reason=forwarded}"] > 0
+    assert after["weft_service_frontends{scope=pods}"] >= 6  # web x2 ports, maglev, sticky, empty x2, self x2
+    assert after["weft_endpoints{}"] == 2  # client and web-1 live on node-1
+    assert after["weft_flow_events_lost_total{}"] == 0

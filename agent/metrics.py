@@ -1,0 +1,71 @@
+"""Prometheus metrics of the agent, served on loopback by default.
+
+Datapath counters live in per-CPU BPF arrays and are read and summed at scrape
+time, so the datapath pays nothing for exporting them.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily
+
+from .api.flow import flow_pb2
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = {1: "ingress", 2: "egress"}
+
+
+def reason_name(reason: int) -> str:
+    if reason == 0:
+        return "forwarded"
+    try:
+        return flow_pb2.DropReason.Name(reason).lower()
+    except ValueError:
+        return f"reason_{reason}"
+
+
+class DatapathCollector:
+    """weft_datapath_{packets,bytes}_total by direction and reason, and lost flow events."""
+
+    def __init__(self, programs):
+        self.counters = programs.table("weft_metrics")
+        self.lost = programs.table("weft_flow_lost")
+
+    def collect(self):
+        packets = CounterMetricFamily("weft_datapath_packets", "Packets the datapath forwarded or dropped",
+                                      labels=["direction", "reason"])
+        octets = CounterMetricFamily("weft_datapath_bytes", "Bytes the datapath forwarded or dropped",
+                                     labels=["direction", "reason"])
+        for key, per_cpu in self.counters.items():
+            total_packets = sum(v.packets for v in per_cpu)
+            if not total_packets:
+                continue
+            labels = [DIRECTIONS.get(key.value & 3, "unknown"), reason_name(key.value >> 2)]
+            packets.add_metric(labels, total_packets)
+            octets.add_metric(labels, sum(v.bytes for v in per_cpu))
+        yield packets
+        yield octets
+        lost = CounterMetricFamily("weft_flow_events_lost", "Flow events the kernel could not queue "
+                                   "(ring buffer full)")
+        lost.add_metric([], sum(self.lost[self.lost.Key(0)]))
+        yield lost
+
+
+class AgentMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.map_errors = Counter("weft_bpf_map_errors", "Map writes that failed, by map and reason",
+                                  ["map_name", "reason"], registry=self.registry)
+        self.frontends = Gauge("weft_service_frontends", "Service frontends programmed, by scope",
+                               ["scope"], registry=self.registry)
+        self.endpoints = Gauge("weft_endpoints", "Local endpoints programmed", registry=self.registry)
+
+    def watch_datapath(self, programs) -> None:
+        self.registry.register(DatapathCollector(programs))
+
+    def serve(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+        log.info("metrics on http://%s/metrics", address)
