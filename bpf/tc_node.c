@@ -36,12 +36,7 @@ static __always_inline int ct_open_for_local_backend(const struct pkt4 *pkt, con
 	struct ct_key key = {};
 	struct ct_entry entry = {};
 
-	key.saddr = pkt->saddr;
-	key.daddr = pkt->daddr;
-	key.sport = pkt->sport;
-	key.dport = pkt->dport;
-	key.proto = pkt->proto;
-	key.dir = DIR_INGRESS;
+	ct_key_forward(&key, pkt, DIR_INGRESS);
 	entry.rev_nat_addr = nat->orig_daddr;
 	entry.rev_nat_port = nat->orig_dport;
 	entry.flags = CT_FLAG_NODE_FRONTEND;

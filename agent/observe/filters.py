@@ -24,27 +24,24 @@ def _ip_matches(ip: str, patterns) -> bool:
     return False
 
 
-def _pod_matches(ep: pb.Endpoint, patterns) -> bool:
-    """"ns/prefix" matches pods of ns whose name starts with prefix; "ns/" a whole namespace.
-    Without a slash the pattern is a pod name prefix in the default namespace (Hubble's rule)."""
-    if not ep.pod_name:
+def _named_matches(namespace: str, name: str, patterns) -> bool:
+    """Hubble's rule for pods and Services: "ns/prefix" matches names of ns that start
+    with prefix, "ns/" a whole namespace, a bare prefix the default namespace."""
+    if not name:
         return False
     for pattern in patterns:
         ns, _, prefix = pattern.rpartition("/")
-        if ep.namespace == (ns or "default") and ep.pod_name.startswith(prefix):
+        if namespace == (ns or "default") and name.startswith(prefix):
             return True
     return False
+
+
+def _pod_matches(ep: pb.Endpoint, patterns) -> bool:
+    return _named_matches(ep.namespace, ep.pod_name, patterns)
 
 
 def _service_matches(svc: pb.Service, patterns) -> bool:
-    """Like pods: "ns/name-prefix", "ns/" for a namespace, a bare name in default."""
-    if not svc.name:
-        return False
-    for pattern in patterns:
-        ns, _, prefix = pattern.rpartition("/")
-        if svc.namespace == (ns or "default") and svc.name.startswith(prefix):
-            return True
-    return False
+    return _named_matches(svc.namespace, svc.name, patterns)
 
 
 def _labels(ep: pb.Endpoint) -> dict[str, str]:

@@ -71,6 +71,30 @@ enum ct_status {
 	CT_CREATE_FAILED = -1,
 };
 
+/* The key of the connection `pkt` opens (or continues) in direction `dir`. */
+static __always_inline void ct_key_forward(struct ct_key *key, const struct pkt4 *pkt, u8 dir)
+{
+	key->saddr = pkt->saddr;
+	key->daddr = pkt->daddr;
+	key->sport = pkt->sport;
+	key->dport = pkt->dport;
+	key->proto = pkt->proto;
+	key->dir = dir;
+	key->pad = 0;
+}
+
+/* The key of the connection `pkt` answers, opened in direction `dir`. */
+static __always_inline void ct_key_reverse(struct ct_key *key, const struct pkt4 *pkt, u8 dir)
+{
+	key->saddr = pkt->daddr;
+	key->daddr = pkt->saddr;
+	key->sport = pkt->dport;
+	key->dport = pkt->sport;
+	key->proto = pkt->proto;
+	key->dir = dir;
+	key->pad = 0;
+}
+
 static __always_inline u64 ct_now(void)
 {
 	return bpf_ktime_get_ns() / 1000000000ULL;
@@ -133,24 +157,17 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const stru
 	struct ct_key key = {};
 	struct ct_entry *e;
 	u64 now = ct_now();
-	/* ICMP echo: request and reply share the id but not the type, so the key
-	 * holds the id in both directions and no type. */
-	u16 sport = pkt->sport;
-	u16 dport = pkt->proto == IPPROTO_ICMP ? 0 : pkt->dport;
+	/* ICMP echo: request and reply share the id (in sport) but not the type (in
+	 * dport), so the key holds the id in both directions and no type. */
+	int icmp = pkt->proto == IPPROTO_ICMP;
 
 	if (!ct_trackable(pkt))
 		return CT_UNTRACKED;
 
-	key.proto = pkt->proto;
-
 	/* reply of a connection opened in the other direction? */
-	key.saddr = pkt->daddr;
-	key.daddr = pkt->saddr;
-	key.sport = dport;
-	key.dport = sport;
-	key.dir = dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
-	if (pkt->proto == IPPROTO_ICMP) {
-		key.sport = sport;
+	ct_key_reverse(&key, pkt, dir == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS);
+	if (icmp) {
+		key.sport = pkt->sport;
 		key.dport = 0;
 	}
 	e = weft_ct.lookup(&key);
@@ -165,11 +182,9 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const stru
 		return CT_REPLY;
 	}
 
-	key.saddr = pkt->saddr;
-	key.daddr = pkt->daddr;
-	key.sport = sport;
-	key.dport = dport;
-	key.dir = dir;
+	ct_key_forward(&key, pkt, dir);
+	if (icmp)
+		key.dport = 0;
 	e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
 		ct_refresh(e, pkt, now);

@@ -156,13 +156,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 	u64 now = ct_now();
 	int ret;
 
-	key.saddr = pkt->saddr;
-	key.daddr = pkt->daddr;
-	key.sport = pkt->sport;
-	key.dport = pkt->dport;
-	key.proto = pkt->proto;
-	key.dir = CT_DIR_SERVICE;
-
+	ct_key_forward(&key, pkt, CT_DIR_SERVICE);
 	e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
 		backend_id = e->backend_id;
@@ -219,12 +213,7 @@ static __always_inline int lb4_hairpin_reply(struct __sk_buff *skb, struct pkt4 
 	struct ct_entry *e;
 	u32 client = pkt->saddr;
 
-	key.saddr = WEFT_HAIRPIN_IPV4;
-	key.daddr = pkt->saddr;
-	key.sport = pkt->dport;
-	key.dport = pkt->sport;
-	key.proto = pkt->proto;
-	key.dir = DIR_EGRESS;
+	ct_key_reverse(&key, pkt, DIR_EGRESS); /* pkt->daddr is the hairpin address */
 	e = weft_ct.lookup(&key);
 	if (!e || !e->rev_nat_addr || e->expires < ct_now())
 		return 0;
