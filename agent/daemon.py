@@ -28,6 +28,7 @@ from .datapath.lb_maps import LBMaps
 from .datapath.node_config import NodeConfig
 from .healthcheck import HealthChecks, wanted_from_plan
 from .metrics import AgentMetrics
+from .datapath.conntrack import ConntrackGC
 from .datapath.errors import DatapathError
 from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .model import services
@@ -109,6 +110,7 @@ class Agent:
         self.endpoints = EndpointManager(self.programs, self.ipr)
         self.lb = LBMaps(self.programs)
         self.node_config = NodeConfig(self.programs)
+        self.ct_gc = ConntrackGC(self.programs)
         self.health = HealthChecks()
         self._attach_uplinks()
         decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of)
@@ -172,6 +174,9 @@ class Agent:
                     gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
                 self.ready = True
                 next_resync = now + RESYNC_S
+            if self.ready and self.ct_gc.maybe_sweep():
+                self.metrics.conntrack.set(self.ct_gc.live)
+                self.metrics.conntrack_gc.inc(self.ct_gc.last_removed)
             self.stopping.wait(self.options.poll_interval)
 
     def _shutdown(self) -> None:

@@ -61,6 +61,10 @@ class AgentMetrics:
         self.frontends = Gauge("weft_service_frontends", "Service frontends programmed, by scope",
                                ["scope"], registry=self.registry)
         self.endpoints = Gauge("weft_endpoints", "Local endpoints programmed", registry=self.registry)
+        self.conntrack = Gauge("weft_conntrack_entries", "Live conntrack entries at the last GC sweep",
+                               registry=self.registry)
+        self.conntrack_gc = Counter("weft_conntrack_gc_deleted", "Expired conntrack entries deleted",
+                                    registry=self.registry)
 
     def watch_datapath(self, programs) -> None:
         self.registry.register(DatapathCollector(programs))

@@ -134,3 +134,24 @@ def test_conntrack_entry_written_with_lifetime(pod_programs):
     # a SYN-only connection lives CT_LIFETIME_TCP_SYN (60 s) from now
     assert 55 <= entry.expires - int(time.monotonic()) <= 61
     assert entry.packets == 1 and entry.seen_reply == 0
+
+
+def test_conntrack_gc_removes_expired_entries_only(pod_programs):
+    from agent.datapath.conntrack import ConntrackGC
+
+    ct = pod_programs.table("weft_ct")
+    now = int(time.monotonic())
+
+    def plant(sport, expires):
+        key = ct.Key()
+        key.saddr, key.daddr, key.sport, key.dport, key.proto, key.dir = ip_u32("10.7.0.1"), ip_u32("10.7.0.2"), sport, 80, 6, 2
+        leaf = ct.Leaf()
+        leaf.expires = expires
+        ct[key] = leaf
+
+    plant(50001, now - 5)
+    plant(50002, now + 300)
+    gc = ConntrackGC(pod_programs)
+    assert gc.sweep() >= 1 and gc.live >= 1
+    left = {k.sport for k in ct.keys() if k.saddr == ip_u32("10.7.0.1")}
+    assert left == {50002}
