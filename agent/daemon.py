@@ -84,6 +84,18 @@ class Agent:
         sf = self.planner.plan.get(services.Frontend(ip, port, protocol, scope))
         return (sf.namespace, sf.name) if sf else None
 
+    def services(self) -> agent_pb2.ServicesResponse:
+        plan = dict(self.planner.plan)
+        written = self.lb.written if self.ready else {}
+        return agent_pb2.ServicesResponse(node_name=self.options.node_name, frontends=[
+            agent_pb2.ServiceFrontend(
+                namespace=sf.namespace, name=sf.name, port_name=sf.port_name, ip=fe.ip, port=fe.port,
+                protocol=fe.protocol, scope=fe.scope, algorithm=sf.algorithm,
+                affinity_timeout_seconds=sf.affinity_timeout, health_check_node_port=sf.health_check_port,
+                backends=[agent_pb2.ServiceBackend(ip=b.ip, port=b.port, local=b.local) for b in sf.backends],
+                programmed=fe in written and fe not in self.lb.stale)
+            for fe, sf in sorted(plan.items())])
+
     def status(self) -> agent_pb2.StatusResponse:
         endpoints = [
             agent_pb2.Endpoint(
@@ -118,7 +130,7 @@ class Agent:
         self.metrics.watch_datapath(self.programs)
         if self.options.metrics_address:
             self.metrics.serve(self.options.metrics_address)
-        self.server = api_server.serve(self.options.listen, self.store, self.status)
+        self.server = api_server.serve(self.options.listen, self.store, self.status, self.services)
         log.info("listening on %s", self.options.listen)
         self.reader.start()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -33,6 +33,11 @@ def status(address: str, timeout: float = 2.0) -> agent_pb2.StatusResponse:
         return agent_pb2_grpc.AgentStub(ch).Status(agent_pb2.StatusRequest(), timeout=timeout)
 
 
+def services(address: str, timeout: float = 2.0) -> agent_pb2.ServicesResponse:
+    with channel(address) as ch:
+        return agent_pb2_grpc.AgentStub(ch).Services(agent_pb2.ServicesRequest(), timeout=timeout)
+
+
 def observer(ch: grpc.Channel) -> observer_pb2_grpc.ObserverStub:
     return observer_pb2_grpc.ObserverStub(ch)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 import grpc
@@ -48,6 +49,46 @@ def status(server, output):
                        f"on {e.get('interface')}{'' if e.get('attached') else ' (not attached)'}")
         for err in st.get("errors", []):
             click.echo(f"  problem: {err}")
+
+
+@main.command()
+@click.option("--server", multiple=True, help="Agent address; default: every lab node's agent.")
+@click.option("--namespace", help="Only Services of this namespace.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def services(server, namespace, output):
+    """Service frontends each agent has programmed, with their backends."""
+    targets = agents.addresses(server)
+    if not targets:
+        raise click.ClickException("no agent found: start a lab (`meshctl lab up`) or pass --server")
+    results, failed = {}, []
+    for name, address in targets.items():
+        try:
+            results[name] = [f for f in agents.services(address).frontends
+                             if not namespace or f.namespace == namespace]
+        except grpc.RpcError as exc:
+            failed.append(f"{name}: unreachable at {address}: {exc.code().name}")
+    if output == "json":
+        click.echo(json.dumps({n: [json_format.MessageToDict(f) for f in fs] for n, fs in results.items()},
+                              indent=2))
+    else:
+        rows = [["NODE", "SERVICE", "FRONTEND", "SCOPE", "BACKENDS", "ALGORITHM", "STATE"]]
+        for node, frontends in results.items():
+            for f in frontends:
+                backends = ",".join(f"{b.ip}:{b.port}{'*' if b.local else ''}" for b in f.backends) or "<none: rejected>"
+                extra = f"{f.algorithm}" + (f", affinity {f.affinity_timeout_seconds}s" if f.affinity_timeout_seconds else "")
+                rows.append([node, f"{f.namespace}/{f.name}:{f.port_name or f.port}", f"{f.ip}:{f.port}/{f.protocol}",
+                             f.scope, backends, extra, "programmed" if f.programmed else "NOT PROGRAMMED"])
+        if len(rows) == 1:
+            click.echo("No services found.")
+        else:
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+            for r in rows:
+                click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            click.echo("(* a backend on that node)")
+    for line in failed:
+        click.echo(f"meshctl: agent {line}", err=True)
+    if failed and not results:
+        sys.exit(1)
 
 
 main.add_command(lab)

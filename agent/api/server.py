@@ -97,14 +97,20 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, status: Callable[[], agent_pb2.StatusResponse]):
+    def __init__(self, status: Callable[[], agent_pb2.StatusResponse],
+                 services: Callable[[], agent_pb2.ServicesResponse] | None = None):
         self.status = status
+        self.services = services or agent_pb2.ServicesResponse
 
     def Status(self, request, context):
         return self.status()
 
+    def Services(self, request, context):
+        return self.services()
 
-def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusResponse]) -> grpc.Server:
+
+def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusResponse],
+          services: Callable[[], agent_pb2.ServicesResponse] | None = None) -> grpc.Server:
     """Start the server on `address` (unix:///path or host:port); return it running."""
     if address.startswith("unix://"):
         path = Path(address[len("unix://"):])
@@ -113,7 +119,7 @@ def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusR
             path.unlink()  # a stale socket of an agent that died
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
     observer_pb2_grpc.add_ObserverServicer_to_server(ObserverService(store, address), server)
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(status), server)
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(status, services), server)
     if server.add_insecure_port(address) == 0 and not address.startswith("unix://"):
         raise OSError(f"cannot listen on {address}")
     server.start()

@@ -48,6 +48,7 @@ class LBMaps:
         self.ct = t("weft_ct")
         self.errors: list[str] = []
         self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
+        self.stale: set[Frontend] = set()  # frontends whose last change could not be written
         self.backend_ids: dict[Backend, int] = {}
         self.written: dict[Frontend, Written] = {}
         self._restore()
@@ -126,6 +127,7 @@ class LBMaps:
             self.failed_writes.append(exc)
             # nothing of this change set became visible: service entries go last
             errors.append(f"{len(planned)} service frontends not programmed: {exc}")
+            self.stale.update(planned)
             for fe, (_, new) in planned.items():
                 if new and fe not in self.written:
                     self.svc_ids.release(new.svc_id)
@@ -133,6 +135,7 @@ class LBMaps:
             return errors
 
         for fe, (sf, new) in planned.items():
+            self.stale.discard(fe)
             old = self.written.pop(fe, None)
             if new is not None:
                 self.written[fe] = new
@@ -161,6 +164,7 @@ class LBMaps:
         """Make the maps hold exactly `plan` (a full diff; apply() is the incremental path)."""
         changes: dict[Frontend, ServiceFrontend | None] = {fe: None for fe in self.written if fe not in plan}
         changes.update(plan)
+        self.stale.intersection_update(plan)
         return self.apply(changes)
 
     def _record_errors(self, errors: list[str]) -> None:

@@ -75,6 +75,20 @@ def test_flows_show_traffic_from_outside(lab):
     assert flow["source"]["identity"] == 2 and flow["destination"]["podName"] == "w1"
 
 
+def test_meshctl_services_shows_what_each_node_programmed(lab):
+    listed = json.loads(meshctl("services", "--namespace", "n", "-o", "json").stdout)
+    assert sorted(listed) == ["node-1", "node-2"]
+    for node, ip in (("node-1", NODE1), ("node-2", NODE2)):
+        frontends = {(f["ip"], f["port"], f["scope"]): f for f in listed[node]}
+        assert all(f["programmed"] for f in listed[node])
+        nodeport = frontends[(ip, 30080, "external")]
+        assert {b["ip"] for b in nodeport["backends"]} == {"10.244.1.2", "10.244.2.2"}
+        assert sum(1 for b in nodeport["backends"] if b.get("local")) == 1
+        assert "backends" not in frontends[(ip, 30083, "external")]  # `nothing`: rejected
+    table = meshctl("services", "--namespace", "n").stdout
+    assert "n/nothing:http" in table and "<none: rejected>" in table
+
+
 def test_health_check_node_port_tells_where_local_backends_are(lab, tmp_path):
     port = health_port()
     for node in (NODE1, NODE2):
@@ -89,3 +103,4 @@ def test_health_check_node_port_tells_where_local_backends_are(lab, tmp_path):
     # node-2 has no local backend: eTP=Local traffic there is refused, not sent elsewhere
     assert probe("external", NODE2, 30081)["result"] == "refused"
     assert probe("external", NODE1, 30081)["reply"] == "w1"
+

@@ -244,6 +244,7 @@ def test_full_service_map_is_an_error_naming_it_and_the_rest_keeps_working():
         assert len(errors) == 1 and "weft_lb4_services is full (2 entries)" in errors[0]
         assert maps.errors == errors
         assert [(e.map_name, e.reason) for e in maps.failed_writes] == [("weft_lb4_services", "full")]
+        assert maps.stale == set(third)
         out = pk.Parsed(run(programs.from_pod.fd, pk.tcp_packet(CLIENT, VIP, 47000, 80)).packet)
         assert out.dst == B1.ip, "the Services that fit keep working"
         untouched = pk.tcp_packet(CLIENT, "10.96.7.3", 47001, 80)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gent/api/weft/agent.proto\x12\rweft.agent.v1\"\x0f\n\rStatusRequest\"\x7f\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\r\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0c\n\x04ipv4\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x0f\n\x07ifindex\x18\x06 \x01(\r\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"\xbe\x01\n\x0eStatusResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x19\n\x11synced_generation\x18\x04 \x01(\x04\x12*\n\tendpoints\x18\x05 \x03(\x0b\x32\x17.weft.agent.v1.Endpoint\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x0f\n\x07pin_dir\x18\x07 \x01(\t\x12\x11\n\tuptime_ns\x18\x08 \x01(\x04\x32P\n\x05\x41gent\x12G\n\x06Status\x12\x1c.weft.agent.v1.StatusRequest\x1a\x1d.weft.agent.v1.StatusResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gent/api/weft/agent.proto\x12\rweft.agent.v1\"\x0f\n\rStatusRequest\"\x7f\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\r\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0c\n\x04ipv4\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x0f\n\x07ifindex\x18\x06 \x01(\r\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"\xbe\x01\n\x0eStatusResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x19\n\x11synced_generation\x18\x04 \x01(\x04\x12*\n\tendpoints\x18\x05 \x03(\x0b\x32\x17.weft.agent.v1.Endpoint\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x0f\n\x07pin_dir\x18\x07 \x01(\t\x12\x11\n\tuptime_ns\x18\x08 \x01(\x04\"\x11\n\x0fServicesRequest\"9\n\x0eServiceBackend\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05local\x18\x03 \x01(\x08\"\x9a\x02\n\x0fServiceFrontend\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tport_name\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x10\n\x08protocol\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\x12/\n\x08\x62\x61\x63kends\x18\x08 \x03(\x0b\x32\x1d.weft.agent.v1.ServiceBackend\x12\x11\n\talgorithm\x18\t \x01(\t\x12 \n\x18\x61\x66\x66inity_timeout_seconds\x18\n \x01(\r\x12\x1e\n\x16health_check_node_port\x18\x0b \x01(\r\x12\x12\n\nprogrammed\x18\x0c \x01(\x08\"X\n\x10ServicesResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x31\n\tfrontends\x18\x02 \x03(\x0b\x32\x1e.weft.agent.v1.ServiceFrontend2\x9f\x01\n\x05\x41gent\x12G\n\x06Status\x12\x1c.weft.agent.v1.StatusRequest\x1a\x1d.weft.agent.v1.StatusResponse\"\x00\x12M\n\x08Services\x12\x1e.weft.agent.v1.ServicesRequest\x1a\x1f.weft.agent.v1.ServicesResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPOINT']._serialized_end=189
   _globals['_STATUSRESPONSE']._serialized_start=192
   _globals['_STATUSRESPONSE']._serialized_end=382
-  _globals['_AGENT']._serialized_start=384
-  _globals['_AGENT']._serialized_end=464
+  _globals['_SERVICESREQUEST']._serialized_start=384
+  _globals['_SERVICESREQUEST']._serialized_end=401
+  _globals['_SERVICEBACKEND']._serialized_start=403
+  _globals['_SERVICEBACKEND']._serialized_end=460
+  _globals['_SERVICEFRONTEND']._serialized_start=463
+  _globals['_SERVICEFRONTEND']._serialized_end=745
+  _globals['_SERVICESRESPONSE']._serialized_start=747
+  _globals['_SERVICESRESPONSE']._serialized_end=835
+  _globals['_AGENT']._serialized_start=838
+  _globals['_AGENT']._serialized_end=997
 # @@protoc_insertion_point(module_scope)

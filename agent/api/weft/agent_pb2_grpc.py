@@ -39,6 +39,11 @@ class AgentStub:
                 request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.StatusRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Services = channel.unary_unary(
+                '/weft.agent.v1.Agent/Services',
+                request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -50,6 +55,13 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Services(self, request, context):
+        """the Service frontends this agent has programmed into its datapath
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.StatusRequest.FromString,
                     response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.StatusResponse.SerializeToString,
+            ),
+            'Services': grpc.unary_unary_rpc_method_handler(
+                    servicer.Services,
+                    request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.FromString,
+                    response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Agent:
             '/weft.agent.v1.Agent/Status',
             agent_dot_api_dot_weft_dot_agent__pb2.StatusRequest.SerializeToString,
             agent_dot_api_dot_weft_dot_agent__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Services(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.agent.v1.Agent/Services',
+            agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.SerializeToString,
+            agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.FromString,
             options,
             channel_credentials,
             insecure,
