@@ -55,6 +55,8 @@ class AgentOptions:
     lb_algorithm: str = "random"
     uplinks: tuple[str, ...] = ()  # interfaces where traffic from outside arrives
     metrics_address: str = "127.0.0.1:9962"  # "" disables
+    monitor_aggregation: str = "medium"
+    monitor_interval: int = 5
 
 
 class Agent:
@@ -121,7 +123,8 @@ class Agent:
                  time.monotonic() - t0, self.options.datapath.pin_dir)
         self.endpoints = EndpointManager(self.programs, self.ipr)
         self.lb = LBMaps(self.programs)
-        self.node_config = NodeConfig(self.programs)
+        self.node_config = NodeConfig(self.programs, self.options.monitor_aggregation,
+                                      self.options.monitor_interval)
         self.ct_gc = ConntrackGC(self.programs)
         self.health = HealthChecks()
         self._attach_uplinks()

@@ -27,6 +27,11 @@ from .datapath.loader import DatapathConfig
 @click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
 @click.option("--flow-ring-pages", default=256, show_default=True,
               help="Pages of the kernel flow ring buffer (a power of two).")
+@click.option("--monitor-aggregation", type=click.Choice(["none", "medium", "maximum"]), default="medium",
+              show_default=True, help="Which packets become flows: every one; new connections, first-seen "
+              "TCP flags and a periodic report; or new connections only. Drops always.")
+@click.option("--monitor-aggregation-interval", "monitor_interval", default=5, show_default=True,
+              type=click.IntRange(1, 3600), help="Seconds between reports of one connection (medium).")
 @click.option("--metrics-address", default="127.0.0.1:9962", show_default=True,
               help="Where /metrics listens (host:port; loopback by default); empty to disable.")
 @click.option("--uplink", "uplinks", multiple=True,
@@ -48,7 +53,7 @@ from .datapath.loader import DatapathConfig
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
-         endpoint_map_size, flow_ring_pages, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
+         endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
@@ -81,6 +86,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         lb_algorithm=lb_algorithm,
         uplinks=tuple(uplinks),
         metrics_address=metrics_address,
+        monitor_aggregation=monitor_aggregation,
+        monitor_interval=monitor_interval,
     )
     try:
         sys.exit(Agent(options).run())

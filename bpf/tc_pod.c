@@ -18,6 +18,8 @@
 #include "lib/reject.h"
 #include "lib/redirect.h"
 #include "lib/fib.h"
+#include "lib/node.h"
+#include "lib/aggregation.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
@@ -99,9 +101,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	ret = ct_process(&pkt, dir, &nat, &entry);
 	if (ret == CT_CREATE_FAILED)
 		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
-	if (ret == CT_NEW)
-		flow_emit(&pkt, &nat, ifindex, ep_id, dir, VERDICT_FORWARDED, REASON_FORWARDED, 0,
-			  FLOW_EVENT_NEW);
+	if (ret != CT_UNTRACKED && flow_worth_reporting(ret, entry, &pkt))
+		flow_emit(&pkt, &nat, ifindex, ep_id, dir, VERDICT_FORWARDED, REASON_FORWARDED,
+			  ret == CT_REPLY, ret == CT_NEW ? FLOW_EVENT_NEW : FLOW_EVENT_TRACE);
 
 	/* a reply from a Service's backend: it must seem to come from the VIP */
 	if (ret == CT_REPLY && entry && entry->rev_nat_addr) {

@@ -120,16 +120,18 @@ def compact(resp: observer_pb2.GetFlowsResponse) -> str:
                 f"{pb.LostEventSource.Name(lost.source)} {lost.num_events_lost}")
     f = resp.flow
     sport, dport = _ports(f)
-    arrow = "<-" if f.is_reply.value else "->"
+    left, right = _endpoint(f.source, f.IP.source, sport), _endpoint(f.destination, f.IP.destination, dport)
+    arrow = "->"
+    if f.is_reply.value:  # as hubble: the connection's opener stays on the left
+        left, right, arrow = right, left, "<-"
     what = pb.Verdict.Name(f.verdict)
     if f.verdict == pb.DROPPED:
         what = f"{pb.DropReason.Name(f.drop_reason_desc)} {what}"
     point = OBS_POINT.get(f.trace_observation_point, "")
     service = (f" [service {f.destination_service.namespace}/{f.destination_service.name}]"
                if f.destination_service.name else "")
-    return (f"{_when(f.time)} [{f.node_name}]: {_endpoint(f.source, f.IP.source, sport)} {arrow} "
-            f"{_endpoint(f.destination, f.IP.destination, dport)}{service} {point + ' ' if point else ''}"
-            f"{what} ({summary(f)})")
+    return (f"{_when(f.time)} [{f.node_name}]: {left} {arrow} {right}{service} "
+            f"{point + ' ' if point else ''}{what} ({summary(f)})")
 
 
 def as_json(resp: observer_pb2.GetFlowsResponse) -> str:

@@ -46,6 +46,11 @@ struct ct_entry {
 	u8  seen_reply;
 	u8  closing;
 	u32 flags;        /* CT_FLAG_* */
+	u32 last_report;  /* monotonic seconds of the last flow event (monitor aggregation) */
+	u8  tx_flags;     /* TCP flags seen from the opener, reported already */
+	u8  rx_flags;     /* TCP flags seen in replies, reported already */
+	u8  reply_reported; /* the first reply was reported (monitor aggregation) */
+	u8  pad2;
 };
 
 /* Translated entries whose replies carry a node address as their source once
@@ -197,6 +202,8 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const stru
 
 		fresh.rev_nat_addr = nat->orig_daddr;
 		fresh.rev_nat_port = nat->orig_dport;
+		fresh.tx_flags = pkt->tcp_flags;
+		fresh.last_report = now;
 		ct_refresh(&fresh, pkt, now);
 		if (weft_ct.update(&key, &fresh) < 0)
 			return CT_CREATE_FAILED;

@@ -11,8 +11,9 @@
 #include "conntrack.h"
 
 enum flow_event_kind {
-	FLOW_EVENT_NEW = 1,  /* first packet of a connection at this endpoint */
-	FLOW_EVENT_DROP = 2, /* a dropped packet: drops are never aggregated */
+	FLOW_EVENT_NEW = 1,   /* first packet of a connection at this endpoint */
+	FLOW_EVENT_DROP = 2,  /* a dropped packet: drops are never aggregated */
+	FLOW_EVENT_TRACE = 3, /* a later packet, as monitor aggregation lets through */
 };
 
 struct flow_event {

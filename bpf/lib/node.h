@@ -4,17 +4,35 @@
 
 #include "common.h"
 
+/* Monitor aggregation, as Hubble's: which packets become flow events. Drops
+ * are reported at every level. */
+enum monitor_aggregation {
+	AGGREGATION_MEDIUM = 0,  /* the default: new connections, their first reply,
+				  * first-seen TCP flags per direction, and a report per
+				  * connection every report_interval */
+	AGGREGATION_NONE = 1,    /* every packet */
+	AGGREGATION_MAXIMUM = 2, /* new connections only */
+};
+
 struct node_config {
-	u32 ipv4; /* the node's InternalIP, network order; 0 until known */
+	u32 ipv4;            /* the node's InternalIP, network order; 0 until known */
+	u32 aggregation;     /* enum monitor_aggregation */
+	u32 report_interval; /* seconds, for AGGREGATION_MEDIUM */
 	u32 pad;
 };
 
 BPF_TABLE_PINNED("array", u32, struct node_config, weft_node, 1, WEFT_PIN(weft_node));
 
-static __always_inline u32 node_ipv4(void)
+static __always_inline struct node_config *node_config(void)
 {
 	u32 zero = 0;
-	struct node_config *cfg = weft_node.lookup(&zero);
+
+	return weft_node.lookup(&zero);
+}
+
+static __always_inline u32 node_ipv4(void)
+{
+	struct node_config *cfg = node_config();
 
 	return cfg ? cfg->ipv4 : 0;
 }

@@ -95,11 +95,17 @@ def test_flows_report_each_side_of_a_cross_node_connection(lab, protocol, port):
                 and f.get("l4", {}).get(l4, {}).get("sourcePort") == sport
                 and f["l4"][l4].get("destinationPort") == port)
 
+    def replies(f):
+        return (f["IP"]["source"] == c_ip and f["IP"]["destination"] == a_ip
+                and f.get("l4", {}).get(l4, {}).get("destinationPort") == sport)
+
     found = wait_for_flows(same_connection, "--last", "500")
-    by_node = {f["flow"]["nodeName"]: f["flow"] for f in found}
+    opened = [f for f in found if not f["flow"].get("isReply") and
+              (protocol == "udp" or f["flow"]["l4"]["TCP"]["flags"] == {"SYN": True})]
+    by_node = {f["flow"]["nodeName"]: f["flow"] for f in opened}
     assert sorted(by_node) == ["node-1", "node-2"], found
+    assert len(opened) == 2, "the connection is new once at each endpoint"
     egress, ingress = by_node["node-1"], by_node["node-2"]
-    assert len(found) == 2, "one record per connection at each endpoint"
     for flow in (egress, ingress):
         assert flow["verdict"] == "FORWARDED"
         assert flow["source"]["podName"] == "a" and flow["source"]["namespace"] == "t"
@@ -113,8 +119,19 @@ def test_flows_report_each_side_of_a_cross_node_connection(lab, protocol, port):
     assert ingress["trafficDirection"] == "INGRESS"
     assert ingress["traceObservationPoint"] == "TO_ENDPOINT"
     assert ingress["destination"]["ID"] > 0
-    if protocol == "tcp":
-        assert egress["l4"]["TCP"]["flags"] == {"SYN": True}
+    answers = wait_for_flows(replies, "--last", "500")
+    assert {f["flow"]["nodeName"] for f in answers} == {"node-1", "node-2"}
+    assert all(f["flow"]["isReply"] is True for f in answers)
+    if protocol == "udp":
+        assert len(found) == 2 and len(answers) == 2, "medium: a UDP exchange is one record a side"
+        return
+    # medium aggregation: each flag combination once per endpoint and direction, SYN-ACK first back
+    for node in ("node-1", "node-2"):
+        sent = [tuple(sorted(f["flow"]["l4"]["TCP"]["flags"])) for f in found if f["flow"]["nodeName"] == node]
+        back = [tuple(sorted(f["flow"]["l4"]["TCP"]["flags"])) for f in answers if f["flow"]["nodeName"] == node]
+        assert len(sent) == len(set(sent)) and len(back) == len(set(back)), (sent, back)
+        assert sent[0] == ("SYN",) and back[0] == ("ACK", "SYN")
+        assert ("ACK", "FIN") in sent
 
 
 def test_flow_filters_and_output_formats(lab):
@@ -127,8 +144,11 @@ def test_flow_filters_and_output_formats(lab):
     on_node_2 = wait_for_flows(lambda f: True, "--node", "node-2", "--pod", "t/b")
     assert on_node_2 and all(f["flow"]["nodeName"] == "node-2" for f in on_node_2)
     compact = meshctl("flows", "--from-pod", "t/b", "--to-pod", "t/a").stdout.splitlines()
-    assert compact and all("t/b:" in line and "-> t/a:8080" in line and "FORWARDED" in line
-                           for line in compact)
+    # sent by b to a: "t/b:PORT -> t/a:8080", or a's answers to b: "t/a:PORT <- t/b:8080"
+    assert compact and all(("] t/b:" in line.replace(": t/b:", "] t/b:") and " -> t/a:" in line)
+                           or (" <- t/b:" in line) for line in compact), compact
+    assert all("FORWARDED" in line for line in compact)
+    assert any(" -> t/a:8080 " in line for line in compact)
     table = meshctl("flows", "-o", "table", "--last", "3").stdout.splitlines()
     assert table[0].split() == ["TIMESTAMP", "NODE", "SOURCE", "DESTINATION", "TYPE", "VERDICT", "SUMMARY"]
     assert len(table) == 4
@@ -215,8 +235,9 @@ def test_datapath_outlives_its_agent_and_a_new_agent_adopts_it(lab):
     assert _endpoint_ids("node-2") == before, "endpoint ids are read back from the pinned map"
     client = probe("t/a", "t/c", 8080, path="/clientip")
     sport = int(client["reply"].split(":")[1])
-    resumed = wait_for_flows(lambda f: f["nodeName"] == "node-2"
-                             and f["l4"].get("TCP", {}).get("sourcePort") == sport, "--node", "node-2")
+    resumed = wait_for_flows(lambda f: f["nodeName"] == "node-2" and not f.get("isReply")
+                             and f["l4"].get("TCP", {}).get("sourcePort") == sport
+                             and f["l4"]["TCP"]["flags"] == {"SYN": True}, "--node", "node-2")
     assert len(resumed) == 1, "flows resume with the new agent"
 
 

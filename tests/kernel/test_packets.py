@@ -53,23 +53,78 @@ def metrics(pod_programs, reason: int, direction: int) -> tuple[int, int]:
     return sum(v.packets for v in values), sum(v.bytes for v in values)
 
 
-def test_new_tcp_connection_forwarded_and_reported_once(pod_programs, events):
-    syn = pk.tcp_packet("10.1.0.1", "10.1.0.2", 40000, 80)
-    assert run(pod_programs.from_pod.fd, syn).retval == TC_ACT_OK
-    ack = pk.tcp_packet("10.1.0.1", "10.1.0.2", 40000, 80, flags=pk.TCP_ACK)
-    assert run(pod_programs.from_pod.fd, ack).retval == TC_ACT_OK
+@pytest.fixture
+def aggregation(pod_programs):
+    """Set the monitor aggregation level for one test; medium again afterwards."""
+    from agent.datapath.node_config import NodeConfig
 
+    config = NodeConfig(pod_programs)
+    yield config.set_aggregation
+    config.set_aggregation("medium", 5)
+
+
+def tcp(src, dst, sport, dport, flags):
+    return pk.tcp_packet(src, dst, sport, dport, flags=flags)
+
+
+def test_new_tcp_connection_forwarded_and_reported(pod_programs, events, aggregation):
+    aggregation("maximum")
+    for flags in (pk.TCP_SYN, pk.TCP_ACK, pk.TCP_ACK | pk.TCP_FIN):
+        assert run(pod_programs.from_pod.fd, tcp("10.1.0.1", "10.1.0.2", 40000, 80, flags)).retval == TC_ACT_OK
     got = [e for e in events() if e["saddr"] == ip_u32("10.1.0.1")]
-    assert len(got) == 1, "one flow record per new connection, not per packet"
+    assert len(got) == 1, "maximum: one flow record per new connection"
     ev = got[0]
     assert (ev["daddr"], ev["sport"], ev["dport"], ev["proto"]) == (
         ip_u32("10.1.0.2"), 40000, 80, socket.IPPROTO_TCP)
-    assert ev["verdict"] == 1 and ev["drop_reason"] == 0
+    assert ev["verdict"] == 1 and ev["drop_reason"] == 0 and ev["kind"] == 1
     assert ev["direction"] == DIR_EGRESS
     assert ev["tcp_flags"] == pk.TCP_SYN
 
 
-def test_reply_is_not_a_new_connection(pod_programs, events):
+def test_medium_reports_first_seen_tcp_flags_per_direction(pod_programs, events, aggregation):
+    aggregation("medium", 3600)
+    a, b = "10.1.1.1", "10.1.1.2"
+    run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_SYN))
+    run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_SYN))           # retransmit: nothing new
+    run(pod_programs.to_pod.fd, tcp(b, a, 80, 40001, pk.TCP_SYN | pk.TCP_ACK))  # reply: first SYN|ACK
+    run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_ACK))           # first ACK from the client
+    run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_ACK))           # nothing new
+    run(pod_programs.to_pod.fd, tcp(b, a, 80, 40001, pk.TCP_ACK))             # ACK already seen that way
+    run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_ACK | pk.TCP_FIN))  # first FIN
+    got = [(e["tcp_flags"], e["is_reply"], e["kind"]) for e in events() if ip_u32(a) in (e["saddr"], e["daddr"])]
+    assert got == [(pk.TCP_SYN, 0, 1), (pk.TCP_SYN | pk.TCP_ACK, 1, 3), (pk.TCP_ACK, 0, 3),
+                   (pk.TCP_ACK | pk.TCP_FIN, 0, 3)]
+
+
+def test_medium_reports_the_first_reply_of_any_protocol(pod_programs, events, aggregation):
+    aggregation("medium", 3600)
+    run(pod_programs.from_pod.fd, pk.udp_packet("10.1.4.1", "10.1.4.2", 5000, 53))
+    for _ in range(3):
+        run(pod_programs.to_pod.fd, pk.udp_packet("10.1.4.2", "10.1.4.1", 53, 5000))
+    got = [(e["saddr"], e["is_reply"]) for e in events() if ip_u32("10.1.4.1") in (e["saddr"], e["daddr"])]
+    assert got == [(ip_u32("10.1.4.1"), 0), (ip_u32("10.1.4.2"), 1)]
+
+
+def test_medium_reports_a_long_connection_periodically(pod_programs, events, aggregation):
+    aggregation("medium", 1)
+    run(pod_programs.from_pod.fd, pk.udp_packet("10.1.2.1", "10.1.2.2", 5000, 53))
+    run(pod_programs.from_pod.fd, pk.udp_packet("10.1.2.1", "10.1.2.2", 5000, 53))
+    assert len([e for e in events() if e["saddr"] == ip_u32("10.1.2.1")]) == 1
+    time.sleep(2.1)
+    run(pod_programs.from_pod.fd, pk.udp_packet("10.1.2.1", "10.1.2.2", 5000, 53))
+    got = [e for e in events() if e["saddr"] == ip_u32("10.1.2.1")]
+    assert [e["kind"] for e in got] == [1, 3], "the new connection, then a report after the interval"
+
+
+def test_none_reports_every_packet(pod_programs, events, aggregation):
+    aggregation("none")
+    for _ in range(4):
+        run(pod_programs.from_pod.fd, pk.udp_packet("10.1.3.1", "10.1.3.2", 5000, 53))
+    assert len([e for e in events() if e["saddr"] == ip_u32("10.1.3.1")]) == 4
+
+
+def test_reply_is_not_a_new_connection(pod_programs, events, aggregation):
+    aggregation("maximum")
     # the pod receives a connection (to_pod), then answers it (from_pod)
     syn = pk.tcp_packet("10.2.0.1", "10.2.0.2", 41000, 8080)
     synack = pk.tcp_packet("10.2.0.2", "10.2.0.1", 8080, 41000, flags=pk.TCP_SYN | pk.TCP_ACK)
@@ -79,7 +134,8 @@ def test_reply_is_not_a_new_connection(pod_programs, events):
     assert [(e["direction"], e["sport"]) for e in got] == [(DIR_INGRESS, 41000)]
 
 
-def test_udp_and_icmp_echo_tracked(pod_programs, events):
+def test_udp_and_icmp_echo_tracked(pod_programs, events, aggregation):
+    aggregation("maximum")
     udp = pk.udp_packet("10.3.0.1", "10.3.0.2", 5353, 53)
     assert run(pod_programs.from_pod.fd, udp).retval == TC_ACT_OK
     assert run(pod_programs.from_pod.fd, udp).retval == TC_ACT_OK

@@ -96,8 +96,10 @@ def test_flows_name_the_service_and_the_backend(lab):
     sport = int(client["reply"].split(":")[1])
     found = wait_for_flows(lambda f: f.get("l4", {}).get("TCP", {}).get("sourcePort") == sport,
                            "--service", "s/web", "--node", "node-1")
-    assert len(found) == 1
-    flow = found[0]["flow"]
+    assert all(f["flow"]["destinationService"] == {"name": "web", "namespace": "s"} for f in found)
+    opened = [f["flow"] for f in found if f["flow"]["l4"]["TCP"]["flags"] == {"SYN": True}]
+    assert len(opened) == 1
+    flow = opened[0]
     assert flow["destinationService"] == {"name": "web", "namespace": "s"}
     assert flow["destination"]["podName"].startswith("web-")
     assert flow["IP"]["destination"] != vip("web"), "the record shows the backend after translation"
