@@ -44,16 +44,22 @@ class FlowReader(threading.Thread):
             log.exception("cannot decode a flow event")
         return 0
 
+    def check_lost(self) -> int:
+        """Report reserve failures since the last check as a LostEvent; return how many."""
+        lost = self.kernel_lost()
+        new = lost - self.lost_reported
+        if new > 0:
+            self.store.add_lost(flow_pb2.PERF_EVENT_RING_BUFFER, new)
+            self.lost_reported = lost
+        return max(new, 0)
+
     def run(self) -> None:
         next_check = time.monotonic() + self.LOST_CHECK_S
         while not self._stopping.is_set():
             self.bpf.ring_buffer_poll(self.POLL_MS)
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.LOST_CHECK_S
-                lost = self.kernel_lost()
-                if lost > self.lost_reported:
-                    self.store.add_lost(flow_pb2.PERF_EVENT_RING_BUFFER, lost - self.lost_reported)
-                    self.lost_reported = lost
+                self.check_lost()
 
     def stop(self) -> None:
         self._stopping.set()

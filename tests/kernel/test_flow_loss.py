@@ -1,0 +1,45 @@
+"""A flood of flow events overruns the kernel's ring buffer: the losses are
+counted by the datapath and reach clients as a LostEvent, never silently."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from agent.api.flow import flow_pb2
+from agent.datapath.loader import DatapathConfig, PodPrograms, unpin_node
+from agent.datapath.node_config import NodeConfig
+from agent.datapath.testrun import test_run as run
+from agent.model.cluster import Cluster
+from agent.observe.decode import FlowDecoder
+from agent.observe.reader import FlowReader
+from agent.observe.store import FlowStore
+from tests import packets as pk
+
+from .conftest import TEST_PIN_ROOT
+
+pytestmark = pytest.mark.kernel
+
+
+def test_ring_buffer_overrun_is_reported_as_lost_events():
+    config = DatapathConfig(node=f"loss-{uuid.uuid4().hex[:6]}", pin_root=TEST_PIN_ROOT, flow_ring_pages=1)
+    programs = PodPrograms(config)
+    try:
+        NodeConfig(programs, "none")  # an event for every packet
+        store = FlowStore("n1", capacity=100000)
+        reader = FlowReader(programs.bpf, FlowDecoder("n1", Cluster("n1"), lambda i: ""), store)
+        burst = 2000
+        run(programs.from_pod.fd, pk.udp_packet("10.9.0.1", "10.9.0.2", 1000, 53), repeat=burst)
+        kernel_lost = reader.kernel_lost()
+        assert kernel_lost > 0, "a one-page ring cannot hold the burst"
+        programs.bpf.ring_buffer_consume()  # what the reader thread does, drained once
+        assert reader.check_lost() == kernel_lost
+        assert reader.check_lost() == 0, "each loss is reported once"
+        lost = [r.lost_events for _, r in store.snapshot() if r.HasField("lost_events")]
+        flows = [r for _, r in store.snapshot() if r.HasField("flow")]
+        assert sum(e.num_events_lost for e in lost) == kernel_lost
+        assert all(e.source == flow_pb2.PERF_EVENT_RING_BUFFER for e in lost)
+        assert len(flows) + kernel_lost == burst, "every event either arrived or was counted"
+    finally:
+        programs.close()
+        unpin_node(config.node, TEST_PIN_ROOT)
