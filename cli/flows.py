@@ -164,7 +164,40 @@ def _stream(name: str, address: str, request, out: queue.Queue) -> None:
         out.put((name, None))
 
 
-@click.command()
+FILTER_OPTIONS = ("--namespace", "--pod", "--from-pod", "--to-pod", "--label", "--from-label", "--to-label",
+                  "--service", "--verdict", "--protocol", "--port", "--from-ip", "--to-ip", "--ip", "--node")
+
+
+class FlowsCommand(click.Command):
+    """`--not` negates the filter that follows it, as in `hubble observe`: the
+    negated filters go to the request's blacklist."""
+
+    def parse_args(self, ctx, args):
+        kept, negated, i = [], [], 0
+        while i < len(args):
+            if args[i] == "--not":
+                if i + 1 >= len(args) or args[i + 1].split("=", 1)[0] not in FILTER_OPTIONS:
+                    raise click.UsageError("--not must be followed by a filter, e.g. --not --pod NS/POD", ctx)
+                takes = 1 if "=" in args[i + 1] else 2
+                negated.extend(args[i + 1:i + 1 + takes])
+                i += 1 + takes
+                continue
+            kept.append(args[i])
+            i += 1
+        ctx.meta["weft.negated"] = negated
+        return super().parse_args(ctx, kept)
+
+
+def negated_filters(ctx) -> list[pb.FlowFilter]:
+    args = ctx.meta.get("weft.negated") or []
+    if not args:
+        return []
+    sub = flows.make_context("flows --not", list(args), parent=ctx)
+    return build_filters(sub.params)
+
+
+@click.command(cls=FlowsCommand)
+@click.option("--not", "negate", is_flag=True, help="Negate the filter that follows (hubble's --not).")
 @click.option("--server", multiple=True, help="Agent address (unix:///path or host:port); "
               "default: every lab node's agent, else this machine's.")
 @click.option("-f", "--follow", is_flag=True, help="Keep streaming new flows until interrupted.")
@@ -187,9 +220,11 @@ def _stream(name: str, address: str, request, out: queue.Queue) -> None:
 @click.option("--ip", multiple=True, help="Either side's IP or CIDR.")
 @click.option("--node", multiple=True, help="Flows observed on this node (glob).")
 @click.option("-o", "--output", type=click.Choice(["compact", "json", "table"]), default="compact")
-def flows(server, follow, last, since, until, output, **opts):
+@click.pass_context
+def flows(ctx, server, follow, last, since, until, output, negate, **opts):
     """Observe flows: who talked to whom, and what the datapath did."""
-    request = observer_pb2.GetFlowsRequest(follow=follow, whitelist=build_filters(opts))
+    request = observer_pb2.GetFlowsRequest(follow=follow, whitelist=build_filters(opts),
+                                           blacklist=negated_filters(ctx))
     if since:
         request.since.CopyFrom(parse_time(since))
     if until:

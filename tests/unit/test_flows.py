@@ -153,3 +153,38 @@ def test_service_filter_and_compact_names_the_service():
     assert not filter_matches(f, pb.FlowFilter(destination_service=["t/db"]))
     assert request_matches(f, build_filters(opts(service=("t/web",))), [])
     assert "-> t/c:8080 [service t/web] from-endpoint" in compact(observer_pb2.GetFlowsResponse(flow=f))
+
+
+def test_not_negates_the_next_filter_into_the_blacklist(monkeypatch):
+    from click.testing import CliRunner
+
+    import cli.flows as cf
+
+    sent = []
+
+    class FakeStream:
+        def __init__(self, *a, **k):
+            pass
+
+    def capture(name, address, request, out):
+        sent.append(request)
+        out.put((name, None))
+    monkeypatch.setattr(cf, "_stream", capture)
+    monkeypatch.setattr(cf.agents, "addresses", lambda server: {"n1": "unix:///nowhere"})
+    result = CliRunner().invoke(cf.flows, ["--protocol", "tcp", "--not", "--pod", "t/a"])
+    assert result.exit_code == 0, result.output
+    request = sent[-1]
+    assert [list(f.protocol) for f in request.whitelist] == [["tcp"]]
+    f = decoder().decode(event())  # t/a -> t/c, FORWARDED
+    assert not request_matches(f, request.whitelist, request.blacklist)
+    other = decoder().decode(event(saddr=ip_u32("10.244.2.2"), daddr=ip_u32("10.244.2.9")))
+    assert request_matches(other, request.whitelist, request.blacklist)
+    # as in hubble observe, negated filters of different kinds form one blacklist (ANDed):
+    # this excludes t/a's dropped flows, not its forwarded ones
+    CliRunner().invoke(cf.flows, ["--not", "--pod", "t/a", "--not", "--verdict=DROPPED"])
+    both = sent[-1]
+    assert request_matches(f, both.whitelist, both.blacklist)
+    dropped = decoder().decode(event(kind=2, verdict=2, drop_reason=135))
+    assert not request_matches(dropped, both.whitelist, both.blacklist)
+    bad = CliRunner().invoke(cf.flows, ["--not", "--last", "3"])
+    assert bad.exit_code == 2 and "--not must be followed by a filter" in bad.output
