@@ -139,11 +139,12 @@ def test_maglev_connection_survives_a_table_change(lab, tmp_path):
 
 
 def test_session_affinity_sticks_then_expires(lab):
+    # timeoutSeconds is 3: consecutive probes (a process each) stay well inside it
     first = probe("s/client", "web-sticky.s", 80)["reply"]
     assert {probe("s/client", "web-sticky.s", 80)["reply"] for _ in range(10)} == {first}
     seen = set()
-    for _ in range(10):  # after the 1 s timeout a new choice is made; 3 backends
-        time.sleep(1.6)
+    for _ in range(14):  # past the timeout a new choice is made among 3: (1/3)^14 to miss it
+        time.sleep(4.2)  # timestamps are whole seconds: expiry takes 3 to 4 s
         seen.add(probe("s/client", "web-sticky.s", 80)["reply"])
         if seen - {first}:
             break
