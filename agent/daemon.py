@@ -21,16 +21,15 @@ from pyroute2 import IPRoute
 from . import __version__
 from .api import server as api_server
 from .api.weft import agent_pb2
-from .datapath import preflight
+from .datapath import preflight, tc
+from .datapath.conntrack import ConntrackGC
 from .datapath.endpoints import EndpointManager
-from .datapath import tc
+from .datapath.errors import DatapathError
 from .datapath.lb_maps import LBMaps
+from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .datapath.node_config import NodeConfig
 from .healthcheck import HealthChecks, wanted_from_plan
 from .metrics import AgentMetrics
-from .datapath.conntrack import ConntrackGC
-from .datapath.errors import DatapathError
-from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .model import services
 from .model.cluster import Cluster
 from .observe.decode import FlowDecoder

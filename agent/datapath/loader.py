@@ -81,19 +81,19 @@ def compile_source(source: Path | list[Path], cflags: list[str]):
     """Compile programs of bpf/ (one file per attach point) into one BPF object."""
     from bcc import BPF
 
-    text = translation_unit(source, [SOURCE_DIR])
-    if isinstance(source, list):
-        source = source[0]
+    sources = source if isinstance(source, list) else [source]
+    text = translation_unit(sources, [SOURCE_DIR])
+    name = "+".join(s.name for s in sources)
     output: list[str] = []
     try:
         with _captured_stderr() as output:
             bpf = BPF(text=text.encode(), cflags=cflags)
     except Exception as exc:  # BCC raises a bare Exception
         text = "".join(output) or str(exc)
-        raise CompileError(source.name, cflags, text) from None
+        raise CompileError(name, cflags, text) from None
     warnings = "".join(output).strip()
     if warnings:
-        log.debug("compiler output for %s:\n%s", source.name, warnings)
+        log.debug("compiler output for %s:\n%s", name, warnings)
     return bpf
 
 

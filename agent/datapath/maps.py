@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import errno
+import heapq
+import os
 import socket
 import struct
 
@@ -10,15 +12,22 @@ from .errors import DatapathError, MapFullError
 _FULL = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
 
 
+def _write_error(exc: Exception, map_name: str, size: int) -> DatapathError:
+    """The error for a failed write. BCC raises a bare Exception carrying the errno
+    text (`[Errno 7] ...` for single writes, strerror alone for batches)."""
+    text = str(exc)
+    full = any(f"Errno {code}]" in text or os.strerror(code) in text for code in _FULL)
+    if full:
+        return MapFullError(map_name, size)
+    return DatapathError(f"writing BPF map {map_name}: {text}")
+
+
 def write_entry(table, key, leaf, map_name: str, size: int) -> None:
     """table[key] = leaf; a full map raises MapFullError naming it."""
     try:
         table[key] = leaf
-    except Exception as exc:  # BCC raises a bare Exception carrying the errno text
-        text = str(exc)
-        if any(f"Errno {code}]" in text for code in _FULL) or "Argument list too long" in text:
-            raise MapFullError(map_name, size) from None
-        raise DatapathError(f"writing BPF map {map_name}: {text}") from None
+    except Exception as exc:
+        raise _write_error(exc, map_name, size) from None
 
 
 class BatchWriter:
@@ -52,10 +61,7 @@ class BatchWriter:
         try:
             self.table.items_update_batch(key_array, value_array)
         except Exception as exc:
-            text = str(exc)
-            if "too long" in text or "No space" in text or "Cannot allocate" in text:
-                raise MapFullError(self.map_name, self.size) from None
-            raise DatapathError(f"writing BPF map {self.map_name}: {text}") from None
+            raise _write_error(exc, self.map_name, self.size) from None
 
 
 def _ctype(kind, value):
@@ -86,9 +92,6 @@ class IdAllocator:
     """Lowest free positive id, in O(log n): ids freed are reused first."""
 
     def __init__(self, used=()):
-        import heapq
-
-        self._heapq = heapq
         self.used = set(used)
         self.next = max(self.used, default=0) + 1
         self.free = [i for i in range(1, self.next) if i not in self.used]
@@ -96,7 +99,7 @@ class IdAllocator:
 
     def allocate(self) -> int:
         while self.free:
-            candidate = self._heapq.heappop(self.free)
+            candidate = heapq.heappop(self.free)
             if candidate not in self.used:
                 self.used.add(candidate)
                 return candidate
@@ -108,4 +111,4 @@ class IdAllocator:
     def release(self, ident: int) -> None:
         if ident in self.used:
             self.used.discard(ident)
-            self._heapq.heappush(self.free, ident)
+            heapq.heappush(self.free, ident)

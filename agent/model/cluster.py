@@ -86,8 +86,6 @@ def canonical_ipv4(value) -> str:
         return ""
 
 
-_valid_ip = canonical_ipv4
-
 
 def pod_from_object(obj: dict) -> Pod:
     meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
@@ -100,7 +98,7 @@ def pod_from_object(obj: dict) -> Pod:
         namespace=meta["namespace"],
         name=meta["name"],
         node=spec.get("nodeName") or "",
-        ip=_valid_ip(status.get("podIP")),
+        ip=canonical_ipv4(status.get("podIP")),
         labels=tuple(sorted((meta.get("labels") or {}).items())),
         ports=tuple(ports),
         phase=status.get("phase") or "Pending",
@@ -116,7 +114,7 @@ def node_from_object(obj: dict) -> Node:
     ip = ""
     for addr in status.get("addresses") or []:
         if addr.get("type") == "InternalIP":
-            ip = _valid_ip(addr.get("address"))
+            ip = canonical_ipv4(addr.get("address"))
     return Node(obj["metadata"]["name"], ip, spec.get("podCIDR") or "")
 
 

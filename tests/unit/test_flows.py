@@ -162,10 +162,6 @@ def test_not_negates_the_next_filter_into_the_blacklist(monkeypatch):
 
     sent = []
 
-    class FakeStream:
-        def __init__(self, *a, **k):
-            pass
-
     def capture(name, address, request, out):
         sent.append(request)
         out.put((name, None))
