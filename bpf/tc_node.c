@@ -25,7 +25,7 @@ static __always_inline int network_drop(struct __sk_buff *skb, const struct pkt4
 {
 	metrics_count(reason, DIR_INGRESS, skb->len);
 	flow_emit_at(pkt, nat, skb->ifindex, 0, DIR_INGRESS, VERDICT_DROPPED, reason, 0,
-		     FLOW_EVENT_DROP, FLOW_POINT_NETWORK);
+		     FLOW_EVENT_DROP, FLOW_POINT_NETWORK, 0);
 	return TC_ACT_SHOT;
 }
 
@@ -80,7 +80,7 @@ int from_network(struct __sk_buff *skb)
 
 		metrics_count(DROP_NO_SERVICE_BACKEND, DIR_INGRESS, skb->len);
 		flow_emit_at(&pkt, &vip, skb->ifindex, 0, DIR_INGRESS, VERDICT_DROPPED,
-			     DROP_NO_SERVICE_BACKEND, 0, FLOW_EVENT_DROP, FLOW_POINT_NETWORK);
+			     DROP_NO_SERVICE_BACKEND, 0, FLOW_EVENT_DROP, FLOW_POINT_NETWORK, 0);
 		return reject(skb, &pkt);
 	}
 	if (ret == LB_CT_FAILED)
@@ -104,7 +104,7 @@ int from_network(struct __sk_buff *skb)
 			return network_drop(skb, &pkt, &nat, DROP_WRITE_ERROR);
 		if (ret == LB_NEW)
 			flow_emit_at(&pkt, &nat, skb->ifindex, 0, DIR_INGRESS, VERDICT_FORWARDED,
-				     REASON_FORWARDED, 0, FLOW_EVENT_NEW, FLOW_POINT_NETWORK);
+				     REASON_FORWARDED, 0, FLOW_EVENT_NEW, FLOW_POINT_NETWORK, 0);
 		metrics_count(REASON_FORWARDED, DIR_INGRESS, skb->len);
 		pkt.saddr = node_ip;
 		pkt.sport = port;
@@ -112,7 +112,7 @@ int from_network(struct __sk_buff *skb)
 	}
 	if (ret == LB_NEW)
 		flow_emit_at(&pkt, &nat, skb->ifindex, 0, DIR_INGRESS, VERDICT_FORWARDED, REASON_FORWARDED,
-			     0, FLOW_EVENT_NEW, FLOW_POINT_NETWORK);
+			     0, FLOW_EVENT_NEW, FLOW_POINT_NETWORK, 0);
 	metrics_count(REASON_FORWARDED, DIR_INGRESS, skb->len);
 	return TC_ACT_OK;
 }

@@ -4,8 +4,10 @@
  * load-balances Services (DNAT to a backend, or a reject when there is none)
  * and tracks the connection. to_pod runs at its egress (packets delivered to
  * the pod): it tracks the connection and reverses the translation on replies.
- * Both report the first packet of each connection, and every drop, as a flow
- * event. Forwarding is left to the node's routing table.
+ * Both judge every packet that is not a reply against the endpoint's
+ * NetworkPolicy (lib/policy.h), egress after Service translation so the
+ * chosen backend is judged. Both report the first packet of each connection,
+ * and every drop, as a flow event. Forwarding is left to the node's routing table.
  */
 #include "lib/common.h"
 #include "lib/parse.h"
@@ -20,6 +22,7 @@
 #include "lib/fib.h"
 #include "lib/node.h"
 #include "lib/aggregation.h"
+#include "lib/policy.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
@@ -35,6 +38,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	struct nat4 nat = {};
 	struct endpoint_info *ep;
 	struct ct_entry *entry = NULL;
+	struct policy_result policy = {};
 	u32 ifindex = skb->ifindex;
 	u32 ep_id = 0;
 	int hairpin = 0;
@@ -98,12 +102,25 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		}
 	}
 
-	ret = ct_process(&pkt, dir, &nat, &entry);
-	if (ret == CT_CREATE_FAILED)
+	ret = ct_lookup(&pkt, dir, &entry);
+	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
+		/* every packet that is not a reply answers to policy, so a policy
+		 * change cuts what it no longer allows at its next packet */
+		policy_check(ep, dir, &pkt, &policy);
+		if (policy.verdict == POLICY_DENIED)
+			return drop(skb, &pkt, &nat, ep_id, dir, DROP_POLICY_DENIED);
+	}
+	if (ret == CT_NEW && ct_create(&pkt, dir, &nat) == CT_CREATE_FAILED)
 		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
-	if (ret != CT_UNTRACKED && flow_worth_reporting(ret, entry, &pkt))
-		flow_emit(&pkt, &nat, ifindex, ep_id, dir, VERDICT_FORWARDED, REASON_FORWARDED,
-			  ret == CT_REPLY, ret == CT_NEW ? FLOW_EVENT_NEW : FLOW_EVENT_TRACE);
+	if (ret != CT_UNTRACKED && (policy.verdict == POLICY_AUDITED ||
+				    flow_worth_reporting(ret, entry, &pkt))) {
+		u8 verdict = policy.verdict == POLICY_AUDITED ? VERDICT_AUDIT : VERDICT_FORWARDED;
+		u16 reason = policy.verdict == POLICY_AUDITED ? DROP_POLICY_DENIED : REASON_FORWARDED;
+
+		flow_emit_at(&pkt, &nat, ifindex, ep_id, dir, verdict, reason, ret == CT_REPLY,
+			     ret == CT_NEW ? FLOW_EVENT_NEW : FLOW_EVENT_TRACE, FLOW_POINT_POD,
+			     policy.policy_id);
+	}
 
 	/* a reply from a Service's backend: it must seem to come from the VIP */
 	if (ret == CT_REPLY && entry && entry->rev_nat_addr) {

@@ -123,7 +123,8 @@ class Cluster:
     """Cluster state built from events; this node's view of it."""
 
     node_name: str
-    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> labels
+    namespace_annotations: dict[str, dict[str, str]] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     objects: dict[ObjectKey, dict] = field(default_factory=dict)
@@ -150,8 +151,10 @@ class Cluster:
         name = event.key.name
         if event.type is EventType.DELETED:
             self.namespaces.pop(name, None)
+            self.namespace_annotations.pop(name, None)
         else:
             self.namespaces[name] = dict(event.obj["metadata"].get("labels") or {})
+            self.namespace_annotations[name] = dict(event.obj["metadata"].get("annotations") or {})
 
     def _apply_pod(self, event: Event) -> None:
         key = f"{event.key.namespace}/{event.key.name}"

@@ -44,6 +44,12 @@
 #ifndef WEFT_LB_AFFINITY_MAP_SIZE
 #define WEFT_LB_AFFINITY_MAP_SIZE 65536
 #endif
+#ifndef WEFT_IPCACHE_MAP_SIZE
+#define WEFT_IPCACHE_MAP_SIZE 131072
+#endif
+#ifndef WEFT_POLICY_MAP_SIZE
+#define WEFT_POLICY_MAP_SIZE 262144
+#endif
 #ifndef WEFT_FLOW_RING_PAGES
 #define WEFT_FLOW_RING_PAGES 256
 #endif
@@ -52,6 +58,7 @@
 enum weft_verdict {
 	VERDICT_FORWARDED = 1,
 	VERDICT_DROPPED = 2,
+	VERDICT_AUDIT = 4,   /* policy would have dropped it; audit mode let it pass */
 };
 
 /* Hubble's flow.TrafficDirection, seen from the pod the program serves. */
@@ -63,6 +70,7 @@ enum weft_direction {
 /* Hubble's flow.DropReason (Cilium's bpf/lib/common.h numbers). 0 = not a drop. */
 enum weft_drop_reason {
 	REASON_FORWARDED = 0,
+	DROP_POLICY_DENIED = 133,
 	DROP_INVALID_PACKET = 134,
 	DROP_CT_INVALID_HDR = 135,
 	DROP_CT_CREATE_FAILED = 155,

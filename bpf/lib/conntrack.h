@@ -154,10 +154,10 @@ static __always_inline void ct_service_replied(const struct pkt4 *reply, const s
 		svc_entry->seen_reply = 1;
 }
 
-/* ct_process looks the packet up and opens an entry for a new connection.
- * *out points at the entry found (replies and established connections). */
-static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat,
-				      struct ct_entry **out)
+/* ct_lookup finds the connection a packet belongs to, without opening one:
+ * CT_REPLY or CT_ESTABLISHED with *out at its entry, or CT_NEW. Policy judges
+ * a new connection before ct_create opens it, so a denied one leaves no entry. */
+static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, struct ct_entry **out)
 {
 	struct ct_key key = {};
 	struct ct_entry *e;
@@ -196,18 +196,26 @@ static __always_inline int ct_process(const struct pkt4 *pkt, u8 dir, const stru
 		*out = e;
 		return CT_ESTABLISHED;
 	}
+	return CT_NEW;
+}
 
-	{
-		struct ct_entry fresh = {};
+/* ct_create opens the entry of a new connection (CT_NEW, or CT_CREATE_FAILED). */
+static __always_inline int ct_create(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat)
+{
+	struct ct_key key = {};
+	struct ct_entry fresh = {};
+	u64 now = ct_now();
 
-		fresh.rev_nat_addr = nat->orig_daddr;
-		fresh.rev_nat_port = nat->orig_dport;
-		fresh.tx_flags = pkt->tcp_flags;
-		fresh.last_report = now;
-		ct_refresh(&fresh, pkt, now);
-		if (weft_ct.update(&key, &fresh) < 0)
-			return CT_CREATE_FAILED;
-	}
+	ct_key_forward(&key, pkt, dir);
+	if (pkt->proto == IPPROTO_ICMP)
+		key.dport = 0;
+	fresh.rev_nat_addr = nat->orig_daddr;
+	fresh.rev_nat_port = nat->orig_dport;
+	fresh.tx_flags = pkt->tcp_flags;
+	fresh.last_report = now;
+	ct_refresh(&fresh, pkt, now);
+	if (weft_ct.update(&key, &fresh) < 0)
+		return CT_CREATE_FAILED;
 	return CT_NEW;
 }
 

@@ -12,8 +12,16 @@ struct endpoint_info {
 	u32 ep_id;    /* agent-assigned endpoint id, stable across agent restarts */
 	u32 ipv4;     /* pod IP, network byte order */
 	u32 identity; /* security identity (0 until identities are allocated) */
-	u32 flags;
+	u32 flags;    /* EP_F_* */
 };
+
+/* Policy enforcement per endpoint. An endpoint is isolated in a direction when
+ * some NetworkPolicy selects it for that direction; only then is weft_policy
+ * consulted. A new endpoint starts isolated both ways until its policy is
+ * written (default deny until programmed, never default allow). */
+#define EP_F_INGRESS_ENFORCED 0x1
+#define EP_F_EGRESS_ENFORCED  0x2
+#define EP_F_AUDIT            0x4 /* would-be policy drops pass, reported as AUDIT */
 
 BPF_TABLE_PINNED("hash", u32, struct endpoint_info, weft_endpoints,
 		 WEFT_ENDPOINT_MAP_SIZE, WEFT_PIN(weft_endpoints));

@@ -36,6 +36,8 @@ struct flow_event {
 	u16 orig_dport;
 	u8  point;       /* enum flow_point */
 	u8  pad;
+	u32 policy_id;   /* the NetworkPolicy that allowed it; 0 if none was involved */
+	u32 pad2;
 };
 
 /* Where the datapath saw the packet. */
@@ -51,7 +53,7 @@ BPF_TABLE_PINNED("percpu_array", u32, u64, weft_flow_lost, 1, WEFT_PIN(weft_flow
 
 static __always_inline void flow_emit_at(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
 					 u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
-					 u8 kind, u8 point)
+					 u8 kind, u8 point, u32 policy_id)
 {
 	struct flow_event *ev = weft_flows.ringbuf_reserve(sizeof(struct flow_event));
 
@@ -82,6 +84,8 @@ static __always_inline void flow_emit_at(const struct pkt4 *pkt, const struct na
 	ev->orig_dport = nat->orig_dport;
 	ev->point = point;
 	ev->pad = 0;
+	ev->policy_id = policy_id;
+	ev->pad2 = 0;
 	weft_flows.ringbuf_submit(ev, 0);
 }
 
@@ -89,7 +93,7 @@ static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 
 				      u32 ep_id, u8 dir, u8 verdict, u16 reason, u8 is_reply,
 				      u8 kind)
 {
-	flow_emit_at(pkt, nat, ifindex, ep_id, dir, verdict, reason, is_reply, kind, FLOW_POINT_POD);
+	flow_emit_at(pkt, nat, ifindex, ep_id, dir, verdict, reason, is_reply, kind, FLOW_POINT_POD, 0);
 }
 
 #endif
