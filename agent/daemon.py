@@ -28,10 +28,13 @@ from .datapath.errors import DatapathError
 from .datapath.lb_maps import LBMaps
 from .datapath.loader import DatapathConfig, PodPrograms, unpin_node
 from .datapath.node_config import NodeConfig
+from .datapath.policy_maps import PolicyMaps
 from .healthcheck import HealthChecks, wanted_from_plan
 from .metrics import AgentMetrics
 from .model import services
 from .model.cluster import Cluster
+from .model.identity import FileAllocator
+from .model.policy import PolicyCompiler, PolicyState
 from .observe.decode import FlowDecoder
 from .observe.reader import FlowReader
 from .observe.store import FlowStore
@@ -56,6 +59,8 @@ class AgentOptions:
     metrics_address: str = "127.0.0.1:9962"  # "" disables
     monitor_aggregation: str = "medium"
     monitor_interval: int = 5
+    policy_audit: bool = False
+    identity_file: Path = Path("/var/lib/weft/identities.json")
 
 
 class Agent:
@@ -71,6 +76,8 @@ class Agent:
         self.ipr = IPRoute()
         self._ifnames: dict[int, str] = {}
         self.planner = services.ServicePlanner(options.lb_algorithm)
+        self.policy_compiler = PolicyCompiler(FileAllocator(options.identity_file), options.policy_audit)
+        self.policy = PolicyState()
         self.metrics = AgentMetrics()
 
     def ifname(self, ifindex: int) -> str:
@@ -106,7 +113,8 @@ class Agent:
             for ep in sorted(self.endpoints.endpoints.values(), key=lambda e: e.pod.key)
         ] if self.ready else []
         errors = list(self.source.errors) + (
-            list(self.endpoints.errors) + list(self.lb.errors) + list(self.health.errors) if self.ready else [])
+            list(self.endpoints.errors) + list(self.lb.errors) + list(self.health.errors)
+            + list(self.policy_maps.errors) if self.ready else [])
         return agent_pb2.StatusResponse(
             node_name=self.options.node_name, version=__version__, ready=self.ready,
             synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
@@ -125,9 +133,11 @@ class Agent:
         self.node_config = NodeConfig(self.programs, self.options.monitor_aggregation,
                                       self.options.monitor_interval)
         self.ct_gc = ConntrackGC(self.programs)
+        self.policy_maps = PolicyMaps(self.programs)
         self.health = HealthChecks()
         self._attach_uplinks()
-        decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of)
+        decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of,
+                              lambda: self.policy)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
         self.metrics.watch_datapath(self.programs)
         if self.options.metrics_address:
@@ -152,6 +162,26 @@ class Agent:
             self.metrics.frontends.labels(scope).set(sum(1 for fe in self.planner.plan if fe.scope == scope))
         self.metrics.endpoints.set(sum(1 for e in self.endpoints.endpoints.values() if e.attached))
 
+    def _sync_policy(self, local) -> None:
+        """Compile NetworkPolicy and write it: entries, then endpoint flags, then removals."""
+        t0 = time.monotonic()
+        try:
+            self.policy = self.policy_compiler.compile(self.cluster, local)
+        except (OSError, ValueError) as exc:  # the identity store: the datapath keeps its last state
+            self.policy_maps.errors = [f"policy not updated: {exc}"]
+            log.error("policy not updated: %s", exc)
+            return
+        for message in self.policy.errors:
+            if message not in self.policy_maps.errors:
+                log.warning("%s", message)
+        written = self.policy_maps.write(self.policy, self.endpoints.ep_ids())
+        self.endpoints.set_policy(self.policy)
+        removed = self.policy_maps.prune()
+        self.policy_maps.errors = self.policy.errors + self.policy_maps.errors
+        if written or removed:
+            log.info("policy: %d entries written, %d removed in %.3fs",
+                     written, removed, time.monotonic() - t0)
+
     def _attach_uplinks(self) -> None:
         for name in self.options.uplinks:
             found = self.ipr.link_lookup(ifname=name)
@@ -170,7 +200,11 @@ class Agent:
                 if events:
                     self.cluster.apply_all(events)
                     self._ifnames.clear()
-                self.endpoints.sync(self.cluster.local_endpoints())
+                local = self.cluster.local_endpoints()
+                ep_ids = self.endpoints.ep_ids()
+                self.endpoints.sync(local)
+                if events or not self.ready or self.endpoints.ep_ids() != ep_ids:
+                    self._sync_policy(local)
                 node = self.cluster.nodes.get(self.options.node_name)
                 self.node_config.set_ipv4(node.internal_ip if node else "")
                 changes = self.planner.update(self.cluster, events) if events else {}

@@ -46,6 +46,17 @@ from .datapath.loader import DatapathConfig
 @click.option("--lb-maglev-map-size", default=262144, show_default=True,
               help="Maglev entries, all Services (table size x Maglev frontends).")
 @click.option("--lb-affinity-map-size", default=65536, show_default=True, help="Session affinity entries.")
+@click.option("--ipcache-map-size", default=131072, show_default=True,
+              help="IP->identity entries (pods cluster-wide, nodes, ipBlock prefixes).")
+@click.option("--policy-map-size", default=262144, show_default=True,
+              help="Policy allow entries, all local endpoints.")
+@click.option("--policy-audit-mode", is_flag=True,
+              help="Report what NetworkPolicy would drop (verdict AUDIT) but let it pass; per namespace, "
+              "annotate it policy.weft.dev/audit-mode=true.")
+@click.option("--identity-file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("/var/lib/weft/identities.json"), show_default=True,
+              help="With --manifests: where security identities are allocated (agents sharing the file "
+              "agree on every number).")
 @click.option("--flow-buffer", default=4095, show_default=True, help="Recent flows kept in memory.")
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between source polls.")
 @click.option("--cleanup-on-exit", is_flag=True,
@@ -55,7 +66,7 @@ from .datapath.loader import DatapathConfig
 def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
-         flow_buffer, poll_interval, cleanup_on_exit, log_level):
+         ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
                         format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
@@ -79,7 +90,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
                                 endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages,
                                 lb_services=lb_service_map_size, lb_backends=lb_backend_map_size,
                                 lb_slots=lb_slot_map_size, lb_maglev=lb_maglev_map_size,
-                                lb_affinity=lb_affinity_map_size, maglev_table_size=maglev_table_size),
+                                lb_affinity=lb_affinity_map_size, maglev_table_size=maglev_table_size,
+                                ipcache_map_size=ipcache_map_size, policy_map_size=policy_map_size),
         flow_buffer=flow_buffer,
         poll_interval=poll_interval,
         cleanup_on_exit=cleanup_on_exit,
@@ -88,6 +100,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         metrics_address=metrics_address,
         monitor_aggregation=monitor_aggregation,
         monitor_interval=monitor_interval,
+        policy_audit=policy_audit_mode,
+        identity_file=identity_file,
     )
     try:
         sys.exit(Agent(options).run())

@@ -108,6 +108,20 @@ def summary(flow: pb.Flow) -> str:
     return kind or "IPv4"
 
 
+def policy_note(flow: pb.Flow) -> str:
+    """Which NetworkPolicy decided: the one that allowed the flow, or, for a
+    policy drop, that the pod is isolated by some and none allows it."""
+    def names(policies) -> str:
+        return ", ".join(f"{p.namespace}/{p.name}" for p in policies)
+    for way, allowed in (("egress", flow.egress_allowed_by), ("ingress", flow.ingress_allowed_by)):
+        if allowed:
+            return f" [{way} allowed by {names(allowed)}]"
+    for way, isolating in (("egress", flow.egress_denied_by), ("ingress", flow.ingress_denied_by)):
+        if isolating:
+            return f" [{way} isolated by {names(isolating)}; none allows it]"
+    return ""
+
+
 def _when(ts: Timestamp) -> str:
     dt = ts.ToDatetime(tzinfo=timezone.utc).astimezone()
     return dt.strftime("%b %d %H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
@@ -125,13 +139,13 @@ def compact(resp: observer_pb2.GetFlowsResponse) -> str:
     if f.is_reply.value:  # as hubble: the connection's opener stays on the left
         left, right, arrow = right, left, "<-"
     what = pb.Verdict.Name(f.verdict)
-    if f.verdict == pb.DROPPED:
+    if f.verdict in (pb.DROPPED, pb.AUDIT):
         what = f"{pb.DropReason.Name(f.drop_reason_desc)} {what}"
     point = OBS_POINT.get(f.trace_observation_point, "")
     service = (f" [service {f.destination_service.namespace}/{f.destination_service.name}]"
                if f.destination_service.name else "")
     return (f"{_when(f.time)} [{f.node_name}]: {left} {arrow} {right}{service} "
-            f"{point + ' ' if point else ''}{what} ({summary(f)})")
+            f"{point + ' ' if point else ''}{what} ({summary(f)}){policy_note(f)}")
 
 
 def as_json(resp: observer_pb2.GetFlowsResponse) -> str:

@@ -15,6 +15,7 @@ class EndpointRecord:
     ep_id: int
     ipv4: str
     identity: int = 0
+    flags: int = 0  # EP_F_* of bpf/lib/endpoint.h
 
 
 class EndpointMap:
@@ -27,7 +28,7 @@ class EndpointMap:
     def read(self) -> dict[int, EndpointRecord]:
         """Every entry, as pinned: what a restarting agent adopts."""
         return {
-            k.value: EndpointRecord(v.ep_id, be32_to_ip(v.ipv4), v.identity)
+            k.value: EndpointRecord(v.ep_id, be32_to_ip(v.ipv4), v.identity, v.flags)
             for k, v in self.table.items()
         }
 
@@ -36,7 +37,7 @@ class EndpointMap:
         leaf.ep_id = record.ep_id
         leaf.ipv4 = ip_to_be32(record.ipv4)
         leaf.identity = record.identity
-        leaf.flags = 0
+        leaf.flags = record.flags
         write_entry(self.table, self.table.Key(ifindex), leaf, self.NAME, self.size)
 
     def delete(self, ifindex: int) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..model.cluster import Pod
+from ..model.policy import EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, PolicyState
 from . import tc
 from .endpoint_map import EndpointMap, EndpointRecord
 from .errors import DatapathError
@@ -22,6 +23,8 @@ from .maps import IdAllocator
 from .loader import PodPrograms
 
 log = logging.getLogger(__name__)
+
+NEW_ENDPOINT_FLAGS = EP_F_INGRESS_ENFORCED | EP_F_EGRESS_ENFORCED
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class EndpointManager:
             record = self.records.get(ifindex)
             if record is None or record.ipv4 != pod.ip:
                 ep_id = record.ep_id if record else ids.allocate()
-                record = EndpointRecord(ep_id=ep_id, ipv4=pod.ip)
+                # isolated both ways until its policy is written (set_policy)
+                record = EndpointRecord(ep_id=ep_id, ipv4=pod.ip, flags=NEW_ENDPOINT_FLAGS)
                 try:
                     self.map.write(ifindex, record)
                 except DatapathError as exc:
@@ -96,6 +100,27 @@ class EndpointManager:
             if message not in self.errors:
                 log.warning("%s", message)
         self.errors = errors
+        return errors
+
+    def ep_ids(self) -> dict[str, int]:
+        return {key: ep.record.ep_id for key, ep in self.endpoints.items()}
+
+    def set_policy(self, state: PolicyState) -> list[str]:
+        """Write each endpoint's identity and isolation flags where they changed."""
+        errors = []
+        for key, ep in list(self.endpoints.items()):
+            wanted = replace(ep.record, identity=state.pod_identity.get(key, 0),
+                             flags=state.endpoint_flags.get(key, NEW_ENDPOINT_FLAGS))
+            if wanted == ep.record:
+                continue
+            try:
+                self.map.write(ep.ifindex, wanted)
+            except DatapathError as exc:
+                errors.append(f"pod {key}: {exc}")
+                continue
+            self.records[ep.ifindex] = wanted
+            self.endpoints[key] = replace(ep, record=wanted)
+        self.errors.extend(e for e in errors if e not in self.errors)
         return errors
 
     def _attach(self, ifindex: int) -> None:

@@ -39,6 +39,8 @@ class DatapathConfig:
     lb_affinity: int = 65536
     maglev_table_size: int = 1021  # prime
     snat_map_size: int = 65536
+    ipcache_map_size: int = 131072
+    policy_map_size: int = 262144
 
     @property
     def pin_dir(self) -> Path:
@@ -58,6 +60,8 @@ class DatapathConfig:
             f"-DWEFT_LB_MAGLEV_MAP_SIZE={self.lb_maglev}",
             f"-DWEFT_LB_AFFINITY_MAP_SIZE={self.lb_affinity}",
             f"-DWEFT_SNAT_MAP_SIZE={self.snat_map_size}",
+            f"-DWEFT_IPCACHE_MAP_SIZE={self.ipcache_map_size}",
+            f"-DWEFT_POLICY_MAP_SIZE={self.policy_map_size}",
         ]
 
 

@@ -17,6 +17,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from ..api.flow import flow_pb2 as pb
 from ..datapath.maps import be32_to_ip as _ip
 from ..model.cluster import Cluster, Pod
+from ..model.policy import PolicyState
 
 # Cilium's monitor message types and trace sub-types.
 MSG_DROP = 1
@@ -29,6 +30,7 @@ POINT_NETWORK = 1  # enum flow_point in bpf/lib/flow.h
 
 EVENT_NEW = 1
 EVENT_DROP = 2
+DROP_POLICY_DENIED = 133
 
 DIR_INGRESS = 1  # to the pod
 DIR_EGRESS = 2   # from the pod
@@ -52,17 +54,21 @@ def tcp_flags(bits: int) -> pb.TCPFlags:
 
 class FlowDecoder:
     def __init__(self, node_name: str, cluster: Cluster, ifname: Callable[[int], str],
-                 service_of: Callable[..., tuple[str, str] | None] = lambda *_: None):
+                 service_of: Callable[..., tuple[str, str] | None] = lambda *_: None,
+                 policy: Callable[[], PolicyState] = PolicyState):
         self.node_name = node_name
+        self.policy = policy
         self.cluster = cluster
         self.ifname = ifname
         self.service_of = service_of
         self.offset_ns = monotonic_to_wall_offset_ns()
 
-    def endpoint(self, ip: str, ep_id: int) -> pb.Endpoint:
+    def endpoint(self, ip: str, ep_id: int, policy: PolicyState) -> pb.Endpoint:
         pod = self.cluster.pod_by_ip(ip)
         if pod is not None:
-            return self._pod_endpoint(pod, ep_id)
+            ep = self._pod_endpoint(pod, ep_id)
+            ep.identity = policy.pod_identity.get(pod.key, 0)
+            return ep
         node = self.cluster.nodes.get(self.node_name)
         if node and node.internal_ip == ip:
             return pb.Endpoint(identity=IDENTITY_HOST, labels=["reserved:host"])
@@ -105,8 +111,10 @@ class FlowDecoder:
         # the local endpoint is the destination on ingress, the source on egress
         src_ep = ev.ep_id if ev.direction == DIR_EGRESS else 0
         dst_ep = ev.ep_id if ev.direction == DIR_INGRESS else 0
-        flow.source.CopyFrom(self.endpoint(saddr, src_ep))
-        flow.destination.CopyFrom(self.endpoint(daddr, dst_ep))
+        policy = self.policy()
+        flow.source.CopyFrom(self.endpoint(saddr, src_ep, policy))
+        flow.destination.CopyFrom(self.endpoint(daddr, dst_ep, policy))
+        self._policies(flow, ev, policy, saddr if ev.direction == DIR_EGRESS else daddr)
         orig = getattr(ev, "orig_daddr", 0)
         if orig:
             proto = "TCP" if ev.proto == socket.IPPROTO_TCP else "UDP"
@@ -131,6 +139,24 @@ class FlowDecoder:
                 flow.event_type.sub_type = TRACE_FROM_LXC
                 flow.trace_observation_point = pb.FROM_ENDPOINT
         return flow
+
+
+    def _policies(self, flow: pb.Flow, ev, policy: PolicyState, local_ip: str) -> None:
+        """Name the policy that allowed the flow, or those that isolate the pod
+        when none allowed it."""
+        egress = ev.direction == DIR_EGRESS
+        policy_id = getattr(ev, "policy_id", 0)
+        if policy_id in policy.policy_names:
+            namespace, name = policy.policy_names[policy_id]
+            allowed = flow.egress_allowed_by if egress else flow.ingress_allowed_by
+            allowed.add(namespace=namespace, name=name, kind="NetworkPolicy")
+        if ev.drop_reason == DROP_POLICY_DENIED:
+            flow.drop_reason_desc = DROP_POLICY_DENIED
+            pod = self.cluster.pod_by_ip(local_ip)
+            isolating = policy.isolated_by.get(pod.key, {}) if pod else {}
+            denied = flow.egress_denied_by if egress else flow.ingress_denied_by
+            for namespace, name in isolating.get(DIR_EGRESS if egress else DIR_INGRESS, []):
+                denied.add(namespace=namespace, name=name, kind="NetworkPolicy")
 
 
 def _timestamp(ns: int) -> Timestamp:

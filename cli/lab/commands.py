@@ -50,7 +50,8 @@ def _start_agent(st: LabState, node: NodeRec) -> Proc:
     logs.mkdir(exist_ok=True)
     cmd = ["nsenter", f"--net=/var/run/netns/{node.netns}",
            "--", sys.executable, "-m", "agent.main", "--node-name", node.name,
-           "--manifests", str(st.manifests), "--listen", f"unix://{node.socket}", "--uplink", "eth0"]
+           "--manifests", str(st.manifests), "--listen", f"unix://{node.socket}", "--uplink", "eth0",
+           "--identity-file", str(st.dir / "identities.json")]
     with open(logs / f"agent_{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
