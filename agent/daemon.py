@@ -34,7 +34,7 @@ from .metrics import AgentMetrics
 from .model import services
 from .model.cluster import Cluster
 from .model.identity import FileAllocator
-from .model.policy import PolicyCompiler, PolicyState
+from .model.policy import EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, PolicyCompiler, PolicyState
 from .observe.decode import FlowDecoder
 from .observe.reader import FlowReader
 from .observe.store import FlowStore
@@ -154,13 +154,20 @@ class Agent:
         return 0
 
     def _update_metrics(self) -> None:
-        for exc in self.lb.failed_writes:
-            self.metrics.map_errors.labels(getattr(exc, "map_name", "unknown"),
-                                           getattr(exc, "reason", "error")).inc()
-        self.lb.failed_writes.clear()
+        for writer in (self.lb, self.policy_maps):
+            for exc in writer.failed_writes:
+                self.metrics.map_errors.labels(getattr(exc, "map_name", "unknown"),
+                                               getattr(exc, "reason", "error")).inc()
+            writer.failed_writes.clear()
         for scope in (services.PODS, services.EXTERNAL):
             self.metrics.frontends.labels(scope).set(sum(1 for fe in self.planner.plan if fe.scope == scope))
         self.metrics.endpoints.set(sum(1 for e in self.endpoints.endpoints.values() if e.attached))
+        self.metrics.identities.set(len(self.policy.identities))
+        self.metrics.policy_entries.set(len(self.policy_maps.written_policy))
+        self.metrics.policy_errors.set(len(self.policy.errors))
+        for bit, direction in ((EP_F_INGRESS_ENFORCED, "ingress"), (EP_F_EGRESS_ENFORCED, "egress")):
+            self.metrics.isolated_endpoints.labels(direction).set(
+                sum(1 for f in self.policy.endpoint_flags.values() if f & bit))
 
     def _sync_policy(self, local) -> None:
         """Compile NetworkPolicy and write it: entries, then endpoint flags, then removals."""

@@ -15,6 +15,7 @@ from .api.flow import flow_pb2
 log = logging.getLogger(__name__)
 
 DIRECTIONS = {1: "ingress", 2: "egress"}
+POLICY_VERDICTS = {0: "allowed", 1: "denied", 2: "audit"}  # enum policy_verdict
 
 
 def reason_name(reason: int) -> str:
@@ -32,6 +33,7 @@ class DatapathCollector:
     def __init__(self, programs):
         self.counters = programs.table("weft_metrics")
         self.lost = programs.table("weft_flow_lost")
+        self.policy_verdicts = programs.table("weft_policy_verdicts")
 
     def collect(self):
         packets = CounterMetricFamily("weft_datapath_packets", "Packets the datapath forwarded or dropped",
@@ -51,6 +53,14 @@ class DatapathCollector:
                                    "(ring buffer full)")
         lost.add_metric([], sum(self.lost[self.lost.Key(0)]))
         yield lost
+        verdicts = CounterMetricFamily("weft_policy_verdicts", "Packets NetworkPolicy judged at isolated "
+                                       "endpoints, by direction and verdict", labels=["direction", "verdict"])
+        for key, per_cpu in self.policy_verdicts.items():
+            total = sum(per_cpu)
+            if total:
+                verdicts.add_metric([DIRECTIONS.get(key.value & 3, "unknown"),
+                                     POLICY_VERDICTS.get(key.value >> 2, "unknown")], total)
+        yield verdicts
 
 
 class AgentMetrics:
@@ -61,6 +71,15 @@ class AgentMetrics:
         self.frontends = Gauge("weft_service_frontends", "Service frontends programmed, by scope",
                                ["scope"], registry=self.registry)
         self.endpoints = Gauge("weft_endpoints", "Local endpoints programmed", registry=self.registry)
+        self.identities = Gauge("weft_identities", "Security identities of pods this node knows",
+                                registry=self.registry)
+        self.policy_entries = Gauge("weft_policy_entries", "Policy allow entries written, all local endpoints",
+                                    registry=self.registry)
+        self.isolated_endpoints = Gauge("weft_policy_isolated_endpoints",
+                                        "Local endpoints NetworkPolicy isolates, by direction", ["direction"],
+                                        registry=self.registry)
+        self.policy_errors = Gauge("weft_policy_invalid", "NetworkPolicies rejected as invalid",
+                                   registry=self.registry)
         self.conntrack = Gauge("weft_conntrack_entries", "Live conntrack entries at the last GC sweep",
                                registry=self.registry)
         self.conntrack_gc = Counter("weft_conntrack_gc_deleted", "Expired conntrack entries deleted",

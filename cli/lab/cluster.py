@@ -99,9 +99,10 @@ def _objects_of(state: LabState, kind: str, namespace: str | None = None) -> lis
 
 # ---- namespaces and nodes ------------------------------------------------------
 
-def namespace_object(name: str, labels: dict | None = None) -> dict:
+def namespace_object(name: str, labels: dict | None = None, annotations: dict | None = None) -> dict:
     merged = {**(labels or {}), "kubernetes.io/metadata.name": name}
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": merged}}
+    meta = {"name": name, "labels": merged, **({"annotations": dict(annotations)} if annotations else {})}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": meta}
 
 
 def node_object(state: LabState, name: str) -> dict:
@@ -117,7 +118,8 @@ def node_object(state: LabState, name: str) -> dict:
 
 def _apply_namespace(state: LabState, key: ObjectKey, obj: dict) -> str:
     existed = state_key(key) in state.objects
-    write_object(state, key, namespace_object(key.name, obj["metadata"].get("labels")))
+    write_object(state, key, namespace_object(key.name, obj["metadata"].get("labels"),
+                                              obj["metadata"].get("annotations")))
     return f"namespace/{key.name} {'configured' if existed else 'created'}"
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,34 @@ def pod_programs():
     yield programs
     programs.close()
     unpin_node(node, TEST_PIN_ROOT)
+
+
+@pytest.fixture(scope="session")
+def _collector(pod_programs):
+    """The ring buffer opens once per BPF object: one collector for the session."""
+    got = []
+    ring = pod_programs.table("weft_flows")
+
+    def on_event(ctx, data, size):
+        ev = ring.event(data)
+        got.append({name: getattr(ev, name) for name, _ in ev._fields_})
+        return 0
+
+    ring.open_ring_buffer(on_event)
+    return got
+
+
+@pytest.fixture
+def events(pod_programs, _collector):
+    """Flow events the programs emit during one test, decoded with BCC's type."""
+    pod_programs.bpf.ring_buffer_consume()
+    _collector.clear()
+
+    def drain():
+        pod_programs.bpf.ring_buffer_consume()
+        return list(_collector)
+    return drain
+
+
+def ip_u32(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "little")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -64,3 +65,53 @@ def down_if_up() -> None:
 
     if lab_state.exists():
         meshctl("lab", "down")
+
+
+def apply_text(tmp_path, text: str, verb: str = "apply") -> None:
+    """`meshctl lab apply` (or delete) of manifests given as text."""
+    path = tmp_path / f"{verb}-{time.monotonic_ns()}.yaml"
+    path.write_text(text)
+    meshctl("lab", verb, "-f", str(path))
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection from a pod's network namespace, kept open across requests."""
+
+    def __init__(self, pod_netns: str, ip: str, port: int, timeout: float = 2):
+        from cli.lab import netns
+
+        with netns.entered(pod_netns):
+            self.sock = socket.create_connection((ip, port), timeout=timeout)
+
+    def get(self, path: str = "/hostname") -> str:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.sock.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        while len(body) < length:
+            body += self.sock.recv(4096)
+        return body.decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def scrape(node_netns: str) -> dict[str, float]:
+    """The node agent's /metrics, from inside its network namespace (loopback)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from cli.lab import netns
+
+    with netns.entered(node_netns):
+        text = urllib.request.urlopen("http://127.0.0.1:9962/metrics", timeout=2).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out

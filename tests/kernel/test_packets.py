@@ -9,42 +9,13 @@ import pytest
 from agent.datapath.testrun import test_run as run
 from tests import packets as pk
 
+from .conftest import ip_u32
+
 pytestmark = pytest.mark.kernel
 
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 DIR_INGRESS, DIR_EGRESS = 1, 2
 DROP_CT_INVALID_HDR = 135
-
-
-@pytest.fixture(scope="module")
-def _collector(pod_programs):
-    """The ring buffer opens once per BPF object: one collector for the module."""
-    got = []
-    ring = pod_programs.table("weft_flows")
-
-    def on_event(ctx, data, size):
-        ev = ring.event(data)
-        got.append({name: getattr(ev, name) for name, _ in ev._fields_})
-        return 0
-
-    ring.open_ring_buffer(on_event)
-    return got
-
-
-@pytest.fixture
-def events(pod_programs, _collector):
-    """Flow events the programs emit during one test, decoded with BCC's type."""
-    pod_programs.bpf.ring_buffer_consume()
-    _collector.clear()
-
-    def drain():
-        pod_programs.bpf.ring_buffer_consume()
-        return list(_collector)
-    return drain
-
-
-def ip_u32(ip: str) -> int:
-    return int.from_bytes(socket.inet_aton(ip), "little")
 
 
 def metrics(pod_programs, reason: int, direction: int) -> tuple[int, int]:

@@ -12,7 +12,8 @@ import pytest
 
 from cli.lab import netns
 
-from .lab import MANIFESTS, down_if_up, meshctl, pods, probe, up_or_skip, wait_for_flows
+from .lab import (MANIFESTS, KeepAlive, apply_text, down_if_up, meshctl, pods, probe, scrape, up_or_skip,
+                  wait_for_flows)
 
 pytestmark = pytest.mark.kernel
 CLIENT_NS = "weft-pod-s-client"
@@ -34,35 +35,6 @@ def web_pod_yaml(name: str, node: str, port: int = 8080) -> str:
     return (f"apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: s, labels: {{app: web}}}}\n"
             f"spec:\n  nodeName: {node}\n  containers: [{{name: web, ports: [{{name: http, containerPort: {port}}},"
             f" {{name: dns, containerPort: 5353, protocol: UDP}}]}}]\n")
-
-
-def apply_text(tmp_path, text: str, verb: str = "apply") -> None:
-    path = tmp_path / f"{verb}-{time.monotonic_ns()}.yaml"
-    path.write_text(text)
-    meshctl("lab", verb, "-f", str(path))
-
-
-class KeepAlive:
-    """One HTTP/1.1 connection from the client pod, kept open across requests."""
-
-    def __init__(self, ip: str, port: int):
-        with netns.entered(CLIENT_NS):
-            self.sock = socket.create_connection((ip, port), timeout=2)
-
-    def get(self, path: str = "/hostname") -> str:
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += self.sock.recv(4096)
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
-        while len(body) < length:
-            body += self.sock.recv(4096)
-        return body.decode()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_clusterip_spreads_over_every_backend_with_named_target_ports(lab):
@@ -106,7 +78,7 @@ def test_flows_name_the_service_and_the_backend(lab):
 
 
 def test_connection_keeps_its_backend_while_the_others_leave_and_return(lab, tmp_path):
-    conn = KeepAlive(vip("web"), 80)
+    conn = KeepAlive(CLIENT_NS, vip("web"), 80)
     try:
         mine = conn.get()
         others = [p for p in ("web-1", "web-2", "web-3") if p != mine]
@@ -126,7 +98,7 @@ def test_connection_keeps_its_backend_while_the_others_leave_and_return(lab, tmp
 
 
 def test_maglev_connection_survives_a_table_change(lab, tmp_path):
-    conn = KeepAlive(vip("web-maglev"), 80)
+    conn = KeepAlive(CLIENT_NS, vip("web-maglev"), 80)
     try:
         mine = conn.get()
         apply_text(tmp_path, web_pod_yaml("web-4", "node-1"))
@@ -188,7 +160,7 @@ def test_services_work_while_an_agent_is_down_and_after_it_restarts(lab):
     from cli.lab import state as lab_state
     from cli.lab.commands import _agent_synced, _start_agent
 
-    conn = KeepAlive(vip("web"), 80)
+    conn = KeepAlive(CLIENT_NS, vip("web"), 80)
     try:
         mine = conn.get()
         st = lab_state.load()
@@ -206,22 +178,6 @@ def test_services_work_while_an_agent_is_down_and_after_it_restarts(lab):
         assert {probe("s/client", "web.s", 80)["reply"] for _ in range(30)} == {"web-1", "web-2", "web-3"}
     finally:
         conn.close()
-
-
-def scrape(node_netns: str) -> dict[str, float]:
-    """The node agent's /metrics, from inside its network namespace (loopback)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with netns.entered(node_netns):
-        sock_text = urllib.request.urlopen("http://127.0.0.1:9962/metrics", timeout=2).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(sock_text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}"] = sample.value
-    return out
 
 
 def test_metrics_count_known_traffic(lab):
