@@ -11,9 +11,9 @@ import platform
 import sys
 import time
 
-from . import lb
+from . import lb, policy
 
-BENCHMARKS = {"lb": lb.run}
+BENCHMARKS = {"lb": lb.run, "policy": policy.run}
 
 
 def main() -> int:

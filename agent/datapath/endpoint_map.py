@@ -16,6 +16,8 @@ class EndpointRecord:
     ipv4: str
     identity: int = 0
     flags: int = 0  # EP_F_* of bpf/lib/endpoint.h
+    ingress_prefixes: int = 0
+    egress_prefixes: int = 0
 
 
 class EndpointMap:
@@ -28,7 +30,8 @@ class EndpointMap:
     def read(self) -> dict[int, EndpointRecord]:
         """Every entry, as pinned: what a restarting agent adopts."""
         return {
-            k.value: EndpointRecord(v.ep_id, be32_to_ip(v.ipv4), v.identity, v.flags)
+            k.value: EndpointRecord(v.ep_id, be32_to_ip(v.ipv4), v.identity, v.flags,
+                                      v.ingress_prefixes, v.egress_prefixes)
             for k, v in self.table.items()
         }
 
@@ -38,6 +41,8 @@ class EndpointMap:
         leaf.ipv4 = ip_to_be32(record.ipv4)
         leaf.identity = record.identity
         leaf.flags = record.flags
+        leaf.ingress_prefixes = record.ingress_prefixes
+        leaf.egress_prefixes = record.egress_prefixes
         write_entry(self.table, self.table.Key(ifindex), leaf, self.NAME, self.size)
 
     def delete(self, ifindex: int) -> None:

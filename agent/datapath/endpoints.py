@@ -15,7 +15,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..model.cluster import Pod
-from ..model.policy import EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, PolicyState
+from ..model.policy import EGRESS, EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, INGRESS, PolicyState
 from . import tc
 from .endpoint_map import EndpointMap, EndpointRecord
 from .errors import DatapathError
@@ -106,11 +106,13 @@ class EndpointManager:
         return {key: ep.record.ep_id for key, ep in self.endpoints.items()}
 
     def set_policy(self, state: PolicyState) -> list[str]:
-        """Write each endpoint's identity and isolation flags where they changed."""
+        """Write each endpoint's identity, isolation flags and prefix kinds where they changed."""
         errors = []
         for key, ep in list(self.endpoints.items()):
             wanted = replace(ep.record, identity=state.pod_identity.get(key, 0),
-                             flags=state.endpoint_flags.get(key, NEW_ENDPOINT_FLAGS))
+                             flags=state.endpoint_flags.get(key, NEW_ENDPOINT_FLAGS),
+                             ingress_prefixes=state.prefixes(key, INGRESS),
+                             egress_prefixes=state.prefixes(key, EGRESS))
             if wanted == ep.record:
                 continue
             try:

@@ -10,13 +10,11 @@ Key and value types are BCC's, derived from bpf/lib/policy.h.
 """
 from __future__ import annotations
 
-import socket
-
 from ..model.policy import PolicyKey, PolicyState
 from .errors import DatapathError
 from .maps import be32_to_ip, delete_entry, ip_to_be32, write_entry
 
-# (ep_id, identity, dir, proto, port, prefixlen)
+# (ep_id, identity, dir, proto, port, prefix)
 MapPolicyKey = tuple[int, int, int, int, int, int]
 
 
@@ -30,7 +28,7 @@ class PolicyMaps:
         self.ipcache = programs.table(self.IPCACHE)
         self.policy_size, self.ipcache_size = cfg.policy_map_size, cfg.ipcache_map_size
         self.written_policy: dict[MapPolicyKey, int] = {
-            (k.ep_id, k.identity, k.dir, k.proto, socket.ntohs(k.dport), k.prefixlen): v.policy_id
+            (k.ep_id, k.identity, k.dir, k.proto, k.dport, k.prefix): v.policy_id
             for k, v in self.policy.items()}
         self.written_ipcache: dict[tuple[str, int], tuple[int, int]] = {
             (be32_to_ip(k.ip), k.prefixlen): (v.identity, v.cidr_identity) for k, v in self.ipcache.items()}
@@ -66,8 +64,8 @@ class PolicyMaps:
         return len(stale_policy) + len(stale_ipcache)
 
     def _policy_ckey(self, key: MapPolicyKey):
-        ep_id, identity, direction, proto, port, plen = key
-        return self.policy.Key(plen, ep_id, identity, direction, proto, socket.htons(port))
+        ep_id, identity, direction, proto, port, prefix = key
+        return self.policy.Key(ep_id, identity, direction, proto, port, prefix)
 
     def _put_policy(self, key: MapPolicyKey, policy_id: int) -> bool:
         try:
@@ -96,5 +94,5 @@ class PolicyMaps:
 
 
 def _map_key(key: PolicyKey, ep_id: int) -> MapPolicyKey:
-    _, identity, direction, proto, port, plen = key
-    return ep_id, identity, direction, proto, port, plen
+    _, identity, direction, proto, port, prefix = key
+    return ep_id, identity, direction, proto, port, prefix

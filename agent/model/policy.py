@@ -2,8 +2,8 @@
 
 `PolicyCompiler.compile` turns the cluster (pods, namespaces, policies) into a
 `PolicyState`: the identity of every pod, the IP->identity cache, and per local
-endpoint its isolation flags and allow entries over (peer identity, protocol,
-port prefix). The datapath writers diff two states and write the difference,
+endpoint its isolation flags, the prefix kinds its rules use, and allow entries
+over (peer identity, protocol, port prefix). The datapath writers diff two states and write the difference,
 so a change touches only the entries it changes. `PolicyState.decide` makes the
 datapath's decision in Python, the same lookups in the same order: the unit
 tests and `meshctl policy` ask it.
@@ -29,12 +29,11 @@ log = logging.getLogger(__name__)
 
 INGRESS, EGRESS = 1, 2  # enum weft_direction
 EP_F_INGRESS_ENFORCED, EP_F_EGRESS_ENFORCED, EP_F_AUDIT = 0x1, 0x2, 0x4  # bpf/lib/endpoint.h
-PREFIX_ANY_PROTO = 72  # bpf/lib/policy.h: ep_id, identity, dir
-PREFIX_ANY_PORT = 80   # ... and protocol
+ANY_PROTO = 17  # POLICY_ANY_PROTO of bpf/lib/policy.h; 0..16 are port prefix lengths
 AUDIT_ANNOTATION = "policy.weft.dev/audit-mode"
 ALLOWED, DENIED, AUDITED = 0, 1, 2  # enum policy_verdict
 
-# (endpoint pod key, peer identity, direction, protocol or 0, port prefix value, prefixlen)
+# (endpoint pod key, peer identity, direction, protocol or 0, port prefix value, prefix bits or ANY_PROTO)
 PolicyKey = tuple[str, int, int, int, int, int]
 
 
@@ -66,6 +65,13 @@ class PolicyState:
     # pod key -> direction -> the policies that isolate it that way (for explanations)
     isolated_by: dict[str, dict[int, list[tuple[str, str]]]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    _prefixes: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def index_prefixes(self) -> None:
+        """Derive every endpoint's prefix bitmaps from the entries."""
+        self._prefixes = {}
+        for ep, _, direction, _, _, prefix in self.entries:
+            self._prefixes[(ep, direction)] = self._prefixes.get((ep, direction), 0) | (1 << prefix)
 
     def lookup_ip(self, ip: str) -> tuple[int, int]:
         """The ipcache's longest-prefix match: (identity, CIDR identity)."""
@@ -77,13 +83,21 @@ class PolicyState:
                 return hit
         return IDENTITY_WORLD, IDENTITY_WORLD
 
+    def prefixes(self, ep: str, direction: int) -> int:
+        """The bitmap of prefix kinds `ep` uses in `direction` (endpoint_info's *_prefixes)."""
+        return self._prefixes.get((ep, direction), 0)
+
     def _find(self, ep: str, identity: int, direction: int, proto: int, port: int) -> int | None:
+        prefixes = self.prefixes(ep, direction)
         for bits in range(16, -1, -1):
-            masked = port & (0xFFFF << (16 - bits)) & 0xFFFF
-            hit = self.entries.get((ep, identity, direction, proto, masked, PREFIX_ANY_PORT + bits))
-            if hit is not None:
-                return hit
-        return self.entries.get((ep, identity, direction, 0, 0, PREFIX_ANY_PROTO))
+            if prefixes & (1 << bits):
+                masked = port & (0xFFFF0000 >> bits) & 0xFFFF
+                hit = self.entries.get((ep, identity, direction, proto, masked, bits))
+                if hit is not None:
+                    return hit
+        if prefixes & (1 << ANY_PROTO):
+            return self.entries.get((ep, identity, direction, 0, 0, ANY_PROTO))
+        return None
 
     def decide(self, ep: str, direction: int, peer_ip: str, proto: int, port: int) -> tuple[int, int]:
         """(verdict, policy id) for a packet of local endpoint `ep` to/from `peer_ip`,
@@ -166,6 +180,7 @@ class PolicyCompiler:
                               {p.key: p for p in pods if p.ip})
         for key, pod in sorted(local.items()):
             self._compile_endpoint(state, cluster, pod, policies, selection)
+        state.index_prefixes()
         return state
 
     def _fill_ipcache(self, state: PolicyState, cluster: Cluster, pods: list[Pod], cidrs: "CidrIndex") -> None:
@@ -200,7 +215,7 @@ class PolicyCompiler:
         if isolated[INGRESS]:
             flags |= EP_F_INGRESS_ENFORCED
             # the node itself (kubelet probes) always reaches its pods, as with every CNI
-            state.entries.setdefault((pod.key, IDENTITY_HOST, INGRESS, 0, 0, PREFIX_ANY_PROTO), 0)
+            state.entries.setdefault((pod.key, IDENTITY_HOST, INGRESS, 0, 0, ANY_PROTO), 0)
         if isolated[EGRESS]:
             flags |= EP_F_EGRESS_ENFORCED
         state.endpoint_flags[pod.key] = flags
@@ -269,7 +284,7 @@ class Selection:
         identities = sorted(peers) if peers is not None else [IDENTITY_ANY]
         if rule.ports is None:
             for identity in identities:
-                yield pod.key, identity, direction, 0, 0, PREFIX_ANY_PROTO
+                yield pod.key, identity, direction, 0, 0, ANY_PROTO
             return
         for spec in rule.ports:
             for identity in identities:
@@ -277,7 +292,7 @@ class Selection:
                 # ingress, the peer's pods for egress
                 targets = [pod] if direction == INGRESS else self._destinations(identity)
                 for port, bits in self._port_blocks(spec, targets):
-                    yield pod.key, identity, direction, spec.proto, port, PREFIX_ANY_PORT + bits
+                    yield pod.key, identity, direction, spec.proto, port, bits
 
     def _destinations(self, identity: int) -> list[Pod]:
         return list(self.pods.values()) if identity == IDENTITY_ANY else self.pods_of.get(identity, [])

@@ -8,6 +8,6 @@
 #ifndef WEFT_ABI_H
 #define WEFT_ABI_H
 
-#define WEFT_ABI_VERSION 3
+#define WEFT_ABI_VERSION 4
 
 #endif

@@ -13,6 +13,11 @@ struct endpoint_info {
 	u32 ipv4;     /* pod IP, network byte order */
 	u32 identity; /* security identity (0 until identities are allocated) */
 	u32 flags;    /* EP_F_* */
+	/* Which prefix kinds this endpoint's policy entries use, per direction:
+	 * bit b (0..16) = entries matching the port's top b bits, bit 17 = entries
+	 * for any protocol (bpf/lib/policy.h). A lookup tries only these. */
+	u32 ingress_prefixes;
+	u32 egress_prefixes;
 };
 
 /* Policy enforcement per endpoint. An endpoint is isolated in a direction when

@@ -6,10 +6,10 @@
  * ipBlock rules match pod addresses too, exactly as the API defines them.
  *
  * weft_policy holds, per local endpoint and direction, what it may talk to:
- * (peer identity, protocol, destination port). It is an LPM trie so that
- * "any protocol", "any port" and port ranges (split into aligned prefixes)
- * cost one lookup each, whatever the number of rules: a packet costs at most
- * three lookups (its peer's identity, its CIDR identity, any peer).
+ * (peer identity, protocol, destination port prefix). A packet costs one
+ * ipcache lookup and, for each of at most three identities (its peer's, its
+ * CIDR identity, any peer), one hash lookup per prefix length the endpoint's
+ * rules use: a cost set by the shape of the rules, never by their number.
  */
 #ifndef WEFT_POLICY_H
 #define WEFT_POLICY_H
@@ -36,28 +36,33 @@ struct ipcache_entry {
 BPF_TABLE_PINNED("lpm_trie", struct ipcache_key, struct ipcache_entry, weft_ipcache,
 		 WEFT_IPCACHE_MAP_SIZE, WEFT_PIN(weft_ipcache), BPF_F_NO_PREALLOC);
 
-/* The bits of a policy key after prefixlen, in order: ep_id and identity are
- * always matched whole; then direction, then protocol (absent: any), then
- * the destination port's leading bits (a port range is several prefixes). */
+/* An allow entry: an endpoint may exchange, in direction `dir`, traffic with
+ * peers of `identity` (IDENTITY_ANY: anyone) on protocol `proto` to ports
+ * whose top `prefix` bits equal `dport`; a port range is a few such prefixes.
+ * prefix POLICY_ANY_PROTO means any protocol and port (proto, dport 0).
+ *
+ * A hash map rather than an LPM trie: a lookup costs the same whatever the
+ * number of entries, and the endpoint's prefix bitmap (lib/endpoint.h) says
+ * which few prefix lengths are worth a lookup at all. */
 struct policy_key {
-	u32 prefixlen;
 	u32 ep_id;
 	u32 identity;
-	u8  dir;   /* DIR_INGRESS or DIR_EGRESS */
+	u8  dir;    /* DIR_INGRESS or DIR_EGRESS */
 	u8  proto;
-	u16 dport; /* network order, so its prefix bits are its high bits */
+	u16 dport;  /* host order, masked to its top `prefix` bits */
+	u8  prefix; /* 0..16, or POLICY_ANY_PROTO */
+	u8  pad[3];
 };
 
-#define POLICY_PREFIX_ANY_PROTO 72 /* ep_id, identity, dir */
-#define POLICY_PREFIX_FULL      96
+#define POLICY_ANY_PROTO 17
 
 struct policy_entry {
 	u32 policy_id; /* names the NetworkPolicy that allows it, for flow records */
 	u32 flags;
 };
 
-BPF_TABLE_PINNED("lpm_trie", struct policy_key, struct policy_entry, weft_policy,
-		 WEFT_POLICY_MAP_SIZE, WEFT_PIN(weft_policy), BPF_F_NO_PREALLOC);
+BPF_TABLE_PINNED("hash", struct policy_key, struct policy_entry, weft_policy,
+		 WEFT_POLICY_MAP_SIZE, WEFT_PIN(weft_policy));
 
 enum policy_verdict {
 	POLICY_ALLOWED = 0,
@@ -73,18 +78,37 @@ struct policy_result {
 	u8  verdict;   /* enum policy_verdict */
 };
 
+/* The most specific entry of `identity` that allows the packet: the longest
+ * port prefix first, "any protocol" last, as a longest-prefix match would. */
 static __always_inline struct policy_entry *policy_find(u32 ep_id, u32 identity, u8 dir,
-						       const struct pkt4 *pkt)
+						       u32 prefixes, const struct pkt4 *pkt)
 {
 	struct policy_key key = {};
+	struct policy_entry *hit;
+	/* ICMP keeps type and code in dport; ICMP has no ports to match */
+	u16 port = pkt->proto == IPPROTO_ICMP ? 0 : pkt->dport;
+	int bits;
 
-	key.prefixlen = POLICY_PREFIX_FULL;
 	key.ep_id = ep_id;
 	key.identity = identity;
 	key.dir = dir;
 	key.proto = pkt->proto;
-	/* ICMP keeps type and code in dport; ICMP has no ports to match */
-	key.dport = pkt->proto == IPPROTO_ICMP ? 0 : bpf_htons(pkt->dport);
+	/* a loop, not 17 inlined lookups: the program stays within the size limit */
+#pragma clang loop unroll(disable)
+	for (bits = 16; bits >= 0; bits--) {
+		if (!(prefixes & (1U << bits)))
+			continue;
+		key.prefix = bits;
+		key.dport = port & (u16)(0xFFFF0000U >> bits);
+		hit = weft_policy.lookup(&key);
+		if (hit)
+			return hit;
+	}
+	if (!(prefixes & (1U << POLICY_ANY_PROTO)))
+		return NULL;
+	key.prefix = POLICY_ANY_PROTO;
+	key.proto = 0;
+	key.dport = 0;
 	return weft_policy.lookup(&key);
 }
 
@@ -108,7 +132,7 @@ static __always_inline void policy_check(const struct endpoint_info *ep, u8 dir,
 	struct ipcache_entry *peer;
 	struct policy_entry *allow;
 	u32 enforced = dir == DIR_INGRESS ? EP_F_INGRESS_ENFORCED : EP_F_EGRESS_ENFORCED;
-	u32 identity = IDENTITY_WORLD, cidr_identity = IDENTITY_WORLD;
+	u32 identity = IDENTITY_WORLD, cidr_identity = IDENTITY_WORLD, prefixes;
 
 	res->policy_id = 0;
 	res->verdict = POLICY_ALLOWED;
@@ -121,11 +145,12 @@ static __always_inline void policy_check(const struct endpoint_info *ep, u8 dir,
 		identity = peer->identity;
 		cidr_identity = peer->cidr_identity;
 	}
-	allow = policy_find(ep->ep_id, identity, dir, pkt);
+	prefixes = dir == DIR_INGRESS ? ep->ingress_prefixes : ep->egress_prefixes;
+	allow = policy_find(ep->ep_id, identity, dir, prefixes, pkt);
 	if (!allow && cidr_identity != identity)
-		allow = policy_find(ep->ep_id, cidr_identity, dir, pkt);
+		allow = policy_find(ep->ep_id, cidr_identity, dir, prefixes, pkt);
 	if (!allow)
-		allow = policy_find(ep->ep_id, IDENTITY_ANY, dir, pkt);
+		allow = policy_find(ep->ep_id, IDENTITY_ANY, dir, prefixes, pkt);
 	if (allow) {
 		res->policy_id = allow->policy_id;
 	} else {

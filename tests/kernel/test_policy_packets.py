@@ -8,7 +8,6 @@ registers as x/a's interface).
 from __future__ import annotations
 
 import itertools
-import socket
 
 import pytest
 
@@ -17,7 +16,7 @@ from agent.datapath.policy_maps import PolicyMaps
 from agent.datapath.testrun import test_run as run
 from agent.model.cluster import Cluster
 from agent.model.identity import MemoryAllocator
-from agent.model.policy import EP_F_AUDIT, PolicyCompiler
+from agent.model.policy import EGRESS, EP_F_AUDIT, INGRESS, PolicyCompiler
 from agent.sources.events import Event, EventType
 from agent.sources.objects import ObjectKey
 from tests import packets as pk
@@ -78,7 +77,8 @@ def policy(pod_programs):
 
     def set_flags(extra: int = 0):
         endpoints.write(TEST_IFINDEX, EndpointRecord(EP_ID, X_A, state.pod_identity["x/a"],
-                                                     state.endpoint_flags["x/a"] | extra))
+                                                     state.endpoint_flags["x/a"] | extra,
+                                                     state.prefixes("x/a", INGRESS), state.prefixes("x/a", EGRESS)))
     set_flags()
     yield set_flags, state
     endpoints.delete(TEST_IFINDEX)
@@ -155,7 +155,7 @@ def test_a_policy_change_cuts_an_established_connection_at_its_next_packet(pod_p
     ack = pk.tcp_packet(Y_B, X_A, sport, 80, flags=pk.TCP_ACK)
     assert run(pod_programs.to_pod.fd, ack).retval == TC_ACT_OK
     table = pod_programs.table("weft_policy")
-    key = next(k for k, v in table.items() if k.ep_id == EP_ID and socket.ntohs(k.dport) == 80)
+    key = next(k for k, v in table.items() if k.ep_id == EP_ID and k.dport == 80)
     del table[key]
     assert run(pod_programs.to_pod.fd, ack).retval == TC_ACT_SHOT
 
