@@ -78,6 +78,7 @@ class Agent:
         self.planner = services.ServicePlanner(options.lb_algorithm)
         self.policy_compiler = PolicyCompiler(FileAllocator(options.identity_file), options.policy_audit)
         self.policy = PolicyState()
+        self.policy_problems: list[str] = []  # why the last compilation could not be used
         self.metrics = AgentMetrics()
 
     def ifname(self, ifindex: int) -> str:
@@ -114,7 +115,7 @@ class Agent:
         ] if self.ready else []
         errors = list(self.source.errors) + (
             list(self.endpoints.errors) + list(self.lb.errors) + list(self.health.errors)
-            + list(self.policy_maps.errors) if self.ready else [])
+            + self.policy.errors + self.policy_problems + self.policy_maps.errors if self.ready else [])
         return agent_pb2.StatusResponse(
             node_name=self.options.node_name, version=__version__, ready=self.ready,
             synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
@@ -173,18 +174,19 @@ class Agent:
         """Compile NetworkPolicy and write it: entries, then endpoint flags, then removals."""
         t0 = time.monotonic()
         try:
-            self.policy = self.policy_compiler.compile(self.cluster, local)
+            state = self.policy_compiler.compile(self.cluster, local)
         except (OSError, ValueError) as exc:  # the identity store: the datapath keeps its last state
-            self.policy_maps.errors = [f"policy not updated: {exc}"]
+            self.policy_problems = [f"policy not updated: {exc}"]
             log.error("policy not updated: %s", exc)
             return
-        for message in self.policy.errors:
-            if message not in self.policy_maps.errors:
+        self.policy_problems = []
+        for message in state.errors:
+            if message not in self.policy.errors:
                 log.warning("%s", message)
-        written = self.policy_maps.write(self.policy, self.endpoints.ep_ids())
-        self.endpoints.set_policy(self.policy)
+        self.policy = state
+        written = self.policy_maps.write(state, self.endpoints.ep_ids())
+        self.endpoints.set_policy(state)
         removed = self.policy_maps.prune()
-        self.policy_maps.errors = self.policy.errors + self.policy_maps.errors
         if written or removed:
             log.info("policy: %d entries written, %d removed in %.3fs",
                      written, removed, time.monotonic() - t0)
@@ -210,7 +212,8 @@ class Agent:
                 local = self.cluster.local_endpoints()
                 ep_ids = self.endpoints.ep_ids()
                 self.endpoints.sync(local)
-                if events or not self.ready or self.endpoints.ep_ids() != ep_ids:
+                if (events or not self.ready or self.endpoints.ep_ids() != ep_ids
+                        or self.policy_maps.errors or self.policy_problems):  # retry what failed
                     self._sync_policy(local)
                 node = self.cluster.nodes.get(self.options.node_name)
                 self.node_config.set_ipv4(node.internal_ip if node else "")
