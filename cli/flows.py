@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agent.api import drop_reasons
 from agent.api.flow import flow_pb2 as pb
 from agent.api.observer import observer_pb2
 
@@ -140,7 +141,7 @@ def compact(resp: observer_pb2.GetFlowsResponse) -> str:
         left, right, arrow = right, left, "<-"
     what = pb.Verdict.Name(f.verdict)
     if f.verdict in (pb.DROPPED, pb.AUDIT):
-        what = f"{pb.DropReason.Name(f.drop_reason_desc)} {what}"
+        what = f"{drop_reasons.describe(f.drop_reason_desc)} {what}"
     point = OBS_POINT.get(f.trace_observation_point, "")
     service = (f" [service {f.destination_service.namespace}/{f.destination_service.name}]"
                if f.destination_service.name else "")
@@ -164,7 +165,8 @@ def table_row(resp: observer_pb2.GetFlowsResponse) -> tuple:
     return (_when(f.time), f.node_name, _endpoint(f.source, f.IP.source, sport),
             _endpoint(f.destination, f.IP.destination, dport),
             OBS_POINT.get(f.trace_observation_point, "drop" if f.verdict == pb.DROPPED else ""),
-            pb.Verdict.Name(f.verdict), summary(f))
+            pb.Verdict.Name(f.verdict) + (f" ({drop_reasons.describe(f.drop_reason_desc)})"
+                                          if f.drop_reason_desc else ""), summary(f))
 
 
 def _stream(name: str, address: str, request, out: queue.Queue) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from types import SimpleNamespace
 
@@ -15,6 +16,8 @@ from agent.observe.decode import FlowDecoder
 from agent.observe.filters import filter_matches, request_matches
 from agent.sources.events import Event, EventType
 from agent.sources.objects import ObjectKey
+from agent.api.drop_reasons import describe
+from bpf import SOURCE_DIR
 from cli.flows import build_filters, compact
 
 
@@ -139,7 +142,7 @@ def test_compact_line_and_json_round_trip():
     line = compact(resp)
     assert "[node-1]: t/a:40000 -> t/c:8080 from-endpoint FORWARDED (TCP Flags: SYN)" in line
     drop = observer_pb2.GetFlowsResponse(flow=flow(kind=2, verdict=2, drop_reason=135))
-    assert "CT_TRUNCATED_OR_INVALID_HEADER DROPPED" in compact(drop)
+    assert "CT: Truncated or invalid header DROPPED" in compact(drop), "hubble's words for the reason"
     text = json.dumps(json_format.MessageToDict(resp))
     back = json_format.Parse(text, observer_pb2.GetFlowsResponse())
     assert back == resp
@@ -184,3 +187,10 @@ def test_not_negates_the_next_filter_into_the_blacklist(monkeypatch):
     assert not request_matches(dropped, both.whitelist, both.blacklist)
     bad = CliRunner().invoke(cf.flows, ["--not", "--last", "3"])
     assert bad.exit_code == 2 and "--not must be followed by a filter" in bad.output
+
+
+def test_every_drop_reason_weft_reports_has_hubbles_description():
+    enum = (SOURCE_DIR / "lib" / "common.h").read_text().split("enum weft_drop_reason", 1)[1].split("};")[0]
+    codes = [int(n) for n in re.findall(r"=\s*(\d+)", enum) if int(n)]
+    assert codes and all(not describe(c).isupper() for c in codes), [describe(c) for c in codes]
+    assert describe(133) == "Policy denied" and describe(250) == "drop reason 250"
