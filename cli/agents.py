@@ -6,7 +6,7 @@ import time
 
 import grpc
 
-from agent.api.observer import observer_pb2_grpc
+from agent.api.observer import observer_pb2, observer_pb2_grpc
 from agent.api.weft import agent_pb2, agent_pb2_grpc
 
 from .lab import state as lab_state
@@ -40,6 +40,19 @@ def services(address: str, timeout: float = 2.0) -> agent_pb2.ServicesResponse:
 
 def observer(ch: grpc.Channel) -> observer_pb2_grpc.ObserverStub:
     return observer_pb2_grpc.ObserverStub(ch)
+
+
+def ring_window(address: str, timeout: float = 2.0) -> tuple[int | None, int]:
+    """What an agent's flow buffer still holds: the time (ns) of its oldest flow,
+    or None when empty, and how many flows it has overwritten."""
+    with channel(address) as ch:
+        stub = observer(ch)
+        st = stub.ServerStatus(observer_pb2.ServerStatusRequest(), timeout=timeout)
+        oldest = None
+        for resp in stub.GetFlows(observer_pb2.GetFlowsRequest(number=1, first=True), timeout=timeout):
+            if resp.HasField("flow"):
+                oldest = resp.flow.time.ToNanoseconds()
+    return oldest, max(st.seen_flows - st.num_flows, 0)
 
 
 def wait_until(agents: dict[str, str], done, timeout: float) -> dict[str, str]:

@@ -180,6 +180,22 @@ def _stream(name: str, address: str, request, out: queue.Queue) -> None:
         out.put((name, None))
 
 
+def _say_if_since_is_beyond_the_buffer(targets: dict[str, str], since_ns: int, failed: list[str]) -> None:
+    """--since older than what an agent still holds is best effort: say so, per agent."""
+    for name, address in targets.items():
+        if any(line.startswith(f"{name}:") for line in failed):
+            continue
+        try:
+            oldest, overwritten = agents.ring_window(address)
+        except grpc.RpcError:
+            continue
+        if overwritten and oldest is not None and oldest > since_ns:
+            start = Timestamp()
+            start.FromNanoseconds(oldest)
+            click.echo(f"meshctl: {name} holds flows from {_when(start)} on ({overwritten} older flows were "
+                       f"overwritten): --since is best effort beyond that", err=True)
+
+
 FILTER_OPTIONS = ("--namespace", "--pod", "--from-pod", "--to-pod", "--label", "--from-label", "--to-label",
                   "--service", "--verdict", "--protocol", "--port", "--from-ip", "--to-ip", "--ip", "--node")
 
@@ -285,6 +301,8 @@ def flows(ctx, server, follow, last, since, until, output, negate, **opts):
         emit(resp)
     if lost_total:
         click.echo(f"meshctl: {lost_total} flow events were lost before they reached you", err=True)
+    if since:
+        _say_if_since_is_beyond_the_buffer(targets, request.since.ToNanoseconds(), failed)
     for line in failed:
         click.echo(f"meshctl: agent {line}", err=True)
     if failed and len(failed) == len(targets):

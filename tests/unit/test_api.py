@@ -114,3 +114,23 @@ def test_get_nodes_and_agent_status(api):
     assert [n.name for n in nodes] == ["n1"] and nodes[0].max_flows == 10
     st = agent.Status(agent_pb2.StatusRequest())
     assert st.ready and st.synced_generation == 3
+
+
+def test_since_beyond_the_buffer_is_best_effort_and_says_so(api, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.flows import flows
+
+    store, _, _ = api
+    address = f"unix://{tmp_path}/agent.sock"
+    for i in range(4):
+        store.add_flow(make_flow(i))
+    runner = CliRunner(mix_stderr=False) if "mix_stderr" in CliRunner.__init__.__code__.co_varnames else CliRunner()
+    within = runner.invoke(flows, ["--server", address, "--since", "2023-11-14T22:13:00Z"])
+    assert within.exit_code == 0 and "best effort" not in within.stderr, "nothing was overwritten yet"
+    for i in range(4, 25):
+        store.add_flow(make_flow(i))
+    beyond = runner.invoke(flows, ["--server", address, "--since", "2023-11-14T22:13:00Z"])
+    assert beyond.exit_code == 0
+    assert len(beyond.stdout.splitlines()) == 10, "what the buffer holds is still printed"
+    assert "15 older flows were overwritten" in beyond.stderr and "best effort" in beyond.stderr
