@@ -61,6 +61,7 @@ class AgentOptions:
     monitor_interval: int = 5
     policy_audit: bool = False
     identity_file: Path = Path("/var/lib/weft/identities.json")
+    exporter: object | None = None  # observe.exporter.FileExporter
 
 
 class Agent:
@@ -69,6 +70,8 @@ class Agent:
         self.cluster = Cluster(options.node_name)
         self.source = ManifestDir(options.manifests)
         self.store = FlowStore(options.node_name, options.flow_buffer)
+        if options.exporter is not None:
+            self.store.exporters.append(options.exporter)
         self.stopping = threading.Event()
         self.ready = False
         self.synced_generation = 0
@@ -243,6 +246,8 @@ class Agent:
         self.health.close()
         self.reader.stop()
         self.reader.join(timeout=2)
+        if self.options.exporter is not None:
+            self.options.exporter.close()
         if self.options.cleanup_on_exit:
             self.endpoints.detach_all()
             for name in self.options.uplinks:

@@ -57,6 +57,13 @@ from .datapath.loader import DatapathConfig
               default=Path("/var/lib/weft/identities.json"), show_default=True,
               help="With --manifests: where security identities are allocated (agents sharing the file "
               "agree on every number).")
+@click.option("--export-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write flows to this file as JSON lines (one GetFlowsResponse each), rotated by size.")
+@click.option("--export-file-max-size-mb", default=10.0, show_default=True, help="Rotate the export file at this size.")
+@click.option("--export-file-max-backups", default=5, show_default=True, help="Rotated export files kept.")
+@click.option("--export-allowlist", default="", help='FlowFilters in JSON, e.g. \'{"verdict":["DROPPED"]}\': '
+              "export only the flows one of them matches.")
+@click.option("--export-denylist", default="", help="FlowFilters in JSON: never export the flows one of them matches.")
 @click.option("--flow-buffer", default=4095, show_default=True, help="Recent flows kept in memory.")
 @click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between source polls.")
 @click.option("--cleanup-on-exit", is_flag=True,
@@ -66,7 +73,8 @@ from .datapath.loader import DatapathConfig
 def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
-         ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, flow_buffer, poll_interval, cleanup_on_exit, log_level):
+         ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, export_file,
+         export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
                         format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
@@ -78,6 +86,18 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
                                "is not part of it yet")
     from .daemon import Agent, AgentOptions
     from .model.maglev import is_prime
+    from .observe.exporter import FileExporter, parse_filters
+
+    exporter = None
+    if export_file:
+        filters = {}
+        for hint, text in (("--export-allowlist", export_allowlist), ("--export-denylist", export_denylist)):
+            try:
+                filters[hint] = parse_filters(text)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=hint) from None
+        exporter = FileExporter(export_file, export_file_max_size_mb, export_file_max_backups,
+                                filters["--export-allowlist"], filters["--export-denylist"])
 
     if not is_prime(maglev_table_size):
         raise click.BadParameter(f"{maglev_table_size} is not prime", param_hint="--maglev-table-size")
@@ -102,6 +122,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         monitor_interval=monitor_interval,
         policy_audit=policy_audit_mode,
         identity_file=identity_file,
+        exporter=exporter,
     )
     try:
         sys.exit(Agent(options).run())
