@@ -20,6 +20,7 @@ from pyroute2 import IPRoute
 
 from . import __version__
 from .api import server as api_server
+from .api import views
 from .api.weft import agent_pb2
 from .datapath import preflight, tc
 from .datapath.conntrack import ConntrackGC
@@ -69,9 +70,11 @@ class Agent:
         self.options = options
         self.cluster = Cluster(options.node_name)
         self.source = ManifestDir(options.manifests)
+        self.metrics = AgentMetrics()
         self.store = FlowStore(options.node_name, options.flow_buffer)
+        self.store.sinks.append(self.metrics)
         if options.exporter is not None:
-            self.store.exporters.append(options.exporter)
+            self.store.sinks.append(options.exporter)
         self.stopping = threading.Event()
         self.ready = False
         self.synced_generation = 0
@@ -82,7 +85,7 @@ class Agent:
         self.policy_compiler = PolicyCompiler(FileAllocator(options.identity_file), options.policy_audit)
         self.policy = PolicyState()
         self.policy_problems: list[str] = []  # why the last compilation could not be used
-        self.metrics = AgentMetrics()
+        self.features: list[str] = []
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
@@ -108,6 +111,20 @@ class Agent:
                 programmed=fe in written and fe not in self.lb.stale)
             for fe, sf in sorted(plan.items())])
 
+    def map_fill(self) -> dict[str, tuple[int, int]]:
+        """Entries the agent keeps in each map it writes, and the map's capacity."""
+        cfg = self.options.datapath
+        return {"weft_endpoints": (len(self.endpoints.records), cfg.endpoint_map_size),
+                "weft_lb4_services": (len(self.lb.written), cfg.lb_services),
+                "weft_lb4_backends": (len(self.lb.backend_ids), cfg.lb_backends),
+                "weft_ct": (self.ct_gc.live, cfg.ct_map_size),
+                "weft_policy": (len(self.policy_maps.written_policy), cfg.policy_map_size),
+                "weft_ipcache": (len(self.policy_maps.written_ipcache), cfg.ipcache_map_size)}
+
+    def map_names(self) -> list[str]:
+        """The datapath's maps, as pinned (the flow ring buffer is not a map to dump)."""
+        return sorted(p.name for p in self.options.datapath.pin_dir.iterdir())
+
     def status(self) -> agent_pb2.StatusResponse:
         endpoints = [
             agent_pb2.Endpoint(
@@ -124,10 +141,22 @@ class Agent:
             synced_generation=self.synced_generation, endpoints=endpoints, errors=errors,
             pin_dir=str(self.options.datapath.pin_dir),
             uptime_ns=time.monotonic_ns() - self.started,
+            maps=[agent_pb2.MapFill(name=n, entries=e, max_entries=m) for n, (e, m) in self.map_fill().items()]
+            if self.ready else [],
+            features=self.features,
+            programs=self._programs_attached() if self.ready else [],
         )
+
+    def _programs_attached(self) -> list[str]:
+        p = self.programs
+        attached = sum(1 for e in self.endpoints.endpoints.values() if e.attached)
+        out = [f"{p.FROM_POD}, {p.TO_POD}: TC ingress/egress on {attached} pod interfaces"]
+        out += [f"{p.FROM_NETWORK}: TC ingress on {name}" for name in self.options.uplinks]
+        return out
 
     def run(self) -> int:
         preflight.check_all()
+        self.features = preflight.features()
         t0 = time.monotonic()
         self.programs = PodPrograms(self.options.datapath)
         log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
@@ -146,7 +175,14 @@ class Agent:
         self.metrics.watch_datapath(self.programs)
         if self.options.metrics_address:
             self.metrics.serve(self.options.metrics_address)
-        self.server = api_server.serve(self.options.listen, self.store, self.status, self.services)
+        self.server = api_server.serve(self.options.listen, self.store, self.status, {
+            "services": lambda request: self.services(),
+            "identities": lambda request: views.identities(self.options.node_name, self.policy),
+            "policy": lambda request: views.policy(self.options.node_name, self.policy,
+                                                   self.endpoints.ep_ids(), request.pod),
+            "bpf_map": lambda request: views.bpf_map(self.options.node_name, self.map_names(),
+                                                     self.programs.table, request.name, request.limit),
+        })
         log.info("listening on %s", self.options.listen)
         self.reader.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -169,6 +205,10 @@ class Agent:
         self.metrics.identities.set(len(self.policy.identities))
         self.metrics.policy_entries.set(len(self.policy_maps.written_policy))
         self.metrics.policy_errors.set(len(self.policy.errors))
+        fill = self.map_fill()
+        for name, (entries, size) in fill.items():
+            self.metrics.map_entries.labels(name).set(entries)
+            self.metrics.map_size.labels(name).set(size)
         for bit, direction in ((EP_F_INGRESS_ENFORCED, "ingress"), (EP_F_EGRESS_ENFORCED, "egress")):
             self.metrics.isolated_endpoints.labels(direction).set(
                 sum(1 for f in self.policy.endpoint_flags.values() if f & bit))
@@ -230,6 +270,8 @@ class Agent:
                 if changes or not self.ready:
                     self.health.sync(wanted_from_plan(self.planner.plan))
                 self._update_metrics()
+                if events:
+                    self.metrics.sync_seconds.observe(time.monotonic() - now)
                 self.synced_generation = self.source.generation
                 if not self.ready:
                     gc.freeze()  # the model built so far is long-lived: keep it out of GC scans

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
 from .api.flow import flow_pb2
@@ -78,12 +78,31 @@ class AgentMetrics:
         self.isolated_endpoints = Gauge("weft_policy_isolated_endpoints",
                                         "Local endpoints NetworkPolicy isolates, by direction", ["direction"],
                                         registry=self.registry)
+        self.map_entries = Gauge("weft_bpf_map_entries", "Entries the agent keeps in a BPF map",
+                                 ["map_name"], registry=self.registry)
+        self.map_size = Gauge("weft_bpf_map_size", "Capacity of a BPF map (entries)", ["map_name"],
+                              registry=self.registry)
+        self.sync_seconds = Histogram("weft_datapath_sync_duration_seconds",
+                                      "From a change read from the source to the datapath programmed",
+                                      buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                                      registry=self.registry)
+        self.flows = Counter("weft_flows_processed", "Flow records the agent processed, by verdict and type",
+                             ["verdict", "type"], registry=self.registry)
         self.policy_errors = Gauge("weft_policy_invalid", "NetworkPolicies rejected as invalid",
                                    registry=self.registry)
         self.conntrack = Gauge("weft_conntrack_entries", "Live conntrack entries at the last GC sweep",
                                registry=self.registry)
         self.conntrack_gc = Counter("weft_conntrack_gc_deleted", "Expired conntrack entries deleted",
                                     registry=self.registry)
+
+    def export(self, resp) -> None:
+        """A flow store sink: counts every flow and lost-event record."""
+        if resp.HasField("flow"):
+            flow = resp.flow
+            kind = "drop" if flow.verdict == flow_pb2.DROPPED else "trace"
+            self.flows.labels(flow_pb2.Verdict.Name(flow.verdict).lower(), kind).inc()
+        else:
+            self.flows.labels("lost", "lost_events").inc(resp.lost_events.num_events_lost)
 
     def watch_datapath(self, programs) -> None:
         self.registry.register(DatapathCollector(programs))

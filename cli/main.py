@@ -8,7 +8,8 @@ import click
 import grpc
 from google.protobuf import json_format
 
-from . import agents
+from . import agents, views
+from .output import print_table
 from .flows import flows
 from .lab.commands import lab
 
@@ -47,6 +48,13 @@ def status(server, output):
         for e in eps:
             click.echo(f"  endpoint {e.get('id')}: {e.get('namespace')}/{e.get('podName')} {e.get('ipv4')} "
                        f"on {e.get('interface')}{'' if e.get('attached') else ' (not attached)'}")
+        for feature in st.get("features", []):
+            click.echo(f"  kernel: {feature}")
+        for program in st.get("programs", []):
+            click.echo(f"  program: {program}")
+        for m in st.get("maps", []):
+            entries, size = int(m.get("entries", 0)), int(m.get("maxEntries", 0))
+            click.echo(f"  map {m['name']}: {entries}/{size} ({100 * entries / size if size else 0:.1f}% full)")
         for err in st.get("errors", []):
             click.echo(f"  problem: {err}")
 
@@ -81,9 +89,7 @@ def services(server, namespace, output):
         if len(rows) == 1:
             click.echo("No services found.")
         else:
-            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-            for r in rows:
-                click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            print_table(rows)
             click.echo("(* a backend on that node)")
     for line in failed:
         click.echo(f"meshctl: agent {line}", err=True)
@@ -93,6 +99,9 @@ def services(server, namespace, output):
 
 main.add_command(lab)
 main.add_command(flows)
+main.add_command(views.identities)
+main.add_command(views.policy)
+main.add_command(views.bpf)
 
 if __name__ == "__main__":
     main()

@@ -97,21 +97,41 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, status: Callable[[], agent_pb2.StatusResponse],
-                 services: Callable[[], agent_pb2.ServicesResponse] | None = None):
+    """Each view is a function of the request; a view the agent lacks answers empty."""
+
+    def __init__(self, status: Callable[[], agent_pb2.StatusResponse], views: dict[str, Callable] | None = None):
         self.status = status
-        self.services = services or agent_pb2.ServicesResponse
+        self.views = views or {}
+
+    def _view(self, name: str, empty, request, context):
+        view = self.views.get(name)
+        if view is None:
+            return empty()
+        try:
+            return view(request)
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no such {name.rstrip('s')}: {exc.args[0]}")
 
     def Status(self, request, context):
         return self.status()
 
     def Services(self, request, context):
-        return self.services()
+        return self._view("services", agent_pb2.ServicesResponse, request, context)
+
+    def Identities(self, request, context):
+        return self._view("identities", agent_pb2.IdentitiesResponse, request, context)
+
+    def Policy(self, request, context):
+        return self._view("policy", agent_pb2.PolicyResponse, request, context)
+
+    def BpfMap(self, request, context):
+        return self._view("bpf_map", agent_pb2.BpfMapResponse, request, context)
 
 
 def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusResponse],
-          services: Callable[[], agent_pb2.ServicesResponse] | None = None) -> grpc.Server:
-    """Start the server on `address` (unix:///path or host:port); return it running."""
+          views: dict[str, Callable] | None = None) -> grpc.Server:
+    """Start the server on `address` (unix:///path or host:port); return it running.
+    `views`: services, identities, policy, bpf_map, each request -> response."""
     if address.startswith("unix://"):
         path = Path(address[len("unix://"):])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +139,7 @@ def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusR
             path.unlink()  # a stale socket of an agent that died
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
     observer_pb2_grpc.add_ObserverServicer_to_server(ObserverService(store, address), server)
-    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(status, services), server)
+    agent_pb2_grpc.add_AgentServicer_to_server(AgentService(status, views), server)
     if server.add_insecure_port(address) == 0 and not address.startswith("unix://"):
         raise OSError(f"cannot listen on {address}")
     server.start()

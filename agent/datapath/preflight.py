@@ -83,3 +83,21 @@ def check_all() -> None:
     check_caps()
     check_bcc()
     ensure_bpffs()
+
+
+def features() -> list[str]:
+    """What this kernel and machine offer the datapath, for `meshctl status`."""
+    import os
+
+    found = [f"kernel {os.uname().release}"]
+    if Path("/sys/kernel/btf/vmlinux").exists():
+        found.append("BTF")
+    if bpffs_mounted():
+        found.append(f"bpffs at {BPFFS}")
+    try:
+        import bcc
+
+        found.append(f"BCC {getattr(bcc, '__version__', 'unknown version')}")
+    except ImportError:
+        pass
+    return found

@@ -41,7 +41,7 @@ class FlowStore:
         self.seq = 0
         self.seen_flows = 0
         self.started = time.monotonic_ns()
-        self.exporters: list = []  # each has export(GetFlowsResponse), called outside the lock
+        self.sinks: list = []  # each has export(GetFlowsResponse), called outside the lock
 
     def add_flow(self, flow: flow_pb2.Flow) -> None:
         resp = observer_pb2.GetFlowsResponse(flow=flow, node_name=self.node_name)
@@ -65,8 +65,8 @@ class FlowStore:
                 self.seen_flows += 1
             for follower in self._followers:
                 follower.offer(item)
-        for exporter in self.exporters:
-            exporter.export(resp)
+        for sink in self.sinks:
+            sink.export(resp)
 
     def snapshot(self) -> list[tuple[int, observer_pb2.GetFlowsResponse]]:
         with self._lock:

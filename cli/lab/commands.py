@@ -16,6 +16,7 @@ from agent.datapath.loader import unpin_node
 from agent.sources.objects import ObjectKey
 
 from .. import agents
+from ..output import print_table
 from . import cluster, topology
 from . import state as lab_state
 from .probe import probe as run_probe
@@ -175,12 +176,6 @@ def delete(files):
     _change(files, lambda st, objects: cluster.delete(st, [key for key, _ in objects]))
 
 
-def _print_table(rows: list[list[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("   ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
-
-
 @lab.command()
 @click.argument("what", type=click.Choice(["pods", "services", "nodes"]))
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
@@ -218,7 +213,7 @@ def get(what, output):
     if len(rows) == 1:
         click.echo(f"No {what} found.")
         return
-    _print_table(rows)
+    print_table(rows, gap="   ")
 
 
 def _pod(st: LabState, ref: str):

@@ -72,7 +72,11 @@ def test_a_denied_connection_is_a_flow_naming_why_and_a_metric(only_bystander):
 
     allowed = wait_for_flows(lambda f: bool(f.get("ingressAllowedBy")), "--from-pod", "p/bystander")
     assert allowed and allowed[-1]["flow"]["ingressAllowedBy"][0]["name"] == "only-bystander"
-    assert scrape("weft-node-1").get(key, 0) > before
+    after = scrape("weft-node-1")
+    assert after.get(key, 0) > before
+    assert after["weft_flows_processed_total{type=drop,verdict=dropped}"] >= 1
+    assert after["weft_bpf_map_entries{map_name=weft_policy}"] >= 2, "the allow entry and the node's"
+    assert after["weft_datapath_sync_duration_seconds_count{}"] >= 1
 
 
 def test_a_new_policy_cuts_an_open_connection_it_no_longer_allows_and_nothing_else(lab, tmp_path):

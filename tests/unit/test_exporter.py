@@ -25,7 +25,7 @@ def lines(path):
 
 def test_every_flow_and_lost_event_is_a_get_flows_response_line(tmp_path):
     store = FlowStore("n1")
-    store.exporters.append(FileExporter(tmp_path / "flows.json"))
+    store.sinks.append(FileExporter(tmp_path / "flows.json"))
     store.add_flow(flow(1))
     store.add_lost(pb.PERF_EVENT_RING_BUFFER, 7)
     got = lines(tmp_path / "flows.json")

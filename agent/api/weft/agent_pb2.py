@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gent/api/weft/agent.proto\x12\rweft.agent.v1\"\x0f\n\rStatusRequest\"\x7f\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\r\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0c\n\x04ipv4\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x0f\n\x07ifindex\x18\x06 \x01(\r\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"\xbe\x01\n\x0eStatusResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x19\n\x11synced_generation\x18\x04 \x01(\x04\x12*\n\tendpoints\x18\x05 \x03(\x0b\x32\x17.weft.agent.v1.Endpoint\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x0f\n\x07pin_dir\x18\x07 \x01(\t\x12\x11\n\tuptime_ns\x18\x08 \x01(\x04\"\x11\n\x0fServicesRequest\"9\n\x0eServiceBackend\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05local\x18\x03 \x01(\x08\"\x9a\x02\n\x0fServiceFrontend\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tport_name\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x10\n\x08protocol\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\x12/\n\x08\x62\x61\x63kends\x18\x08 \x03(\x0b\x32\x1d.weft.agent.v1.ServiceBackend\x12\x11\n\talgorithm\x18\t \x01(\t\x12 \n\x18\x61\x66\x66inity_timeout_seconds\x18\n \x01(\r\x12\x1e\n\x16health_check_node_port\x18\x0b \x01(\r\x12\x12\n\nprogrammed\x18\x0c \x01(\x08\"X\n\x10ServicesResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x31\n\tfrontends\x18\x02 \x03(\x0b\x32\x1e.weft.agent.v1.ServiceFrontend2\x9f\x01\n\x05\x41gent\x12G\n\x06Status\x12\x1c.weft.agent.v1.StatusRequest\x1a\x1d.weft.agent.v1.StatusResponse\"\x00\x12M\n\x08Services\x12\x1e.weft.agent.v1.ServicesRequest\x1a\x1f.weft.agent.v1.ServicesResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x61gent/api/weft/agent.proto\x12\rweft.agent.v1\"\x0f\n\rStatusRequest\"\x7f\n\x08\x45ndpoint\x12\n\n\x02id\x18\x01 \x01(\r\x12\x11\n\tnamespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0c\n\x04ipv4\x18\x04 \x01(\t\x12\x11\n\tinterface\x18\x05 \x01(\t\x12\x0f\n\x07ifindex\x18\x06 \x01(\r\x12\x10\n\x08\x61ttached\x18\x07 \x01(\x08\"\x88\x02\n\x0eStatusResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\r\n\x05ready\x18\x03 \x01(\x08\x12\x19\n\x11synced_generation\x18\x04 \x01(\x04\x12*\n\tendpoints\x18\x05 \x03(\x0b\x32\x17.weft.agent.v1.Endpoint\x12\x0e\n\x06\x65rrors\x18\x06 \x03(\t\x12\x0f\n\x07pin_dir\x18\x07 \x01(\t\x12\x11\n\tuptime_ns\x18\x08 \x01(\x04\x12$\n\x04maps\x18\t \x03(\x0b\x32\x16.weft.agent.v1.MapFill\x12\x10\n\x08\x66\x65\x61tures\x18\n \x03(\t\x12\x10\n\x08programs\x18\x0b \x03(\t\"=\n\x07MapFill\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\x04\x12\x13\n\x0bmax_entries\x18\x03 \x01(\x04\"\x11\n\x0fServicesRequest\"9\n\x0eServiceBackend\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x0c\n\x04port\x18\x02 \x01(\r\x12\r\n\x05local\x18\x03 \x01(\x08\"\x9a\x02\n\x0fServiceFrontend\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tport_name\x18\x03 \x01(\t\x12\n\n\x02ip\x18\x04 \x01(\t\x12\x0c\n\x04port\x18\x05 \x01(\r\x12\x10\n\x08protocol\x18\x06 \x01(\t\x12\r\n\x05scope\x18\x07 \x01(\t\x12/\n\x08\x62\x61\x63kends\x18\x08 \x03(\x0b\x32\x1d.weft.agent.v1.ServiceBackend\x12\x11\n\talgorithm\x18\t \x01(\t\x12 \n\x18\x61\x66\x66inity_timeout_seconds\x18\n \x01(\r\x12\x1e\n\x16health_check_node_port\x18\x0b \x01(\r\x12\x12\n\nprogrammed\x18\x0c \x01(\x08\"X\n\x10ServicesResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x31\n\tfrontends\x18\x02 \x03(\x0b\x32\x1e.weft.agent.v1.ServiceFrontend\"\x13\n\x11IdentitiesRequest\"B\n\x08Identity\x12\n\n\x02id\x18\x01 \x01(\r\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04pods\x18\x04 \x03(\t\"T\n\x12IdentitiesResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12+\n\nidentities\x18\x02 \x03(\x0b\x32\x17.weft.agent.v1.Identity\"\x1c\n\rPolicyRequest\x12\x0b\n\x03pod\x18\x01 \x01(\t\"u\n\nPolicyRule\x12\x11\n\tdirection\x18\x01 \x01(\t\x12\x15\n\rpeer_identity\x18\x02 \x01(\r\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x10\n\x08protocol\x18\x04 \x01(\t\x12\r\n\x05ports\x18\x05 \x01(\t\x12\x0e\n\x06policy\x18\x06 \x01(\t\"\x81\x02\n\x0e\x45ndpointPolicy\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x10\n\x08pod_name\x18\x02 \x01(\t\x12\x13\n\x0b\x65ndpoint_id\x18\x03 \x01(\r\x12\x10\n\x08identity\x18\x04 \x01(\r\x12\x18\n\x10ingress_enforced\x18\x05 \x01(\x08\x12\x17\n\x0f\x65gress_enforced\x18\x06 \x01(\x08\x12\r\n\x05\x61udit\x18\x07 \x01(\x08\x12\x1b\n\x13ingress_isolated_by\x18\x08 \x03(\t\x12\x1a\n\x12\x65gress_isolated_by\x18\t \x03(\t\x12(\n\x05rules\x18\n \x03(\x0b\x32\x19.weft.agent.v1.PolicyRule\"e\n\x0ePolicyResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x30\n\tendpoints\x18\x02 \x03(\x0b\x32\x1d.weft.agent.v1.EndpointPolicy\x12\x0e\n\x06\x65rrors\x18\x03 \x03(\t\",\n\rBpfMapRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\")\n\x0b\x42pfMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x7f\n\x0e\x42pfMapResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12+\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1a.weft.agent.v1.BpfMapEntry\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0c\n\x04maps\x18\x05 \x03(\t2\x86\x03\n\x05\x41gent\x12G\n\x06Status\x12\x1c.weft.agent.v1.StatusRequest\x1a\x1d.weft.agent.v1.StatusResponse\"\x00\x12M\n\x08Services\x12\x1e.weft.agent.v1.ServicesRequest\x1a\x1f.weft.agent.v1.ServicesResponse\"\x00\x12S\n\nIdentities\x12 .weft.agent.v1.IdentitiesRequest\x1a!.weft.agent.v1.IdentitiesResponse\"\x00\x12G\n\x06Policy\x12\x1c.weft.agent.v1.PolicyRequest\x1a\x1d.weft.agent.v1.PolicyResponse\"\x00\x12G\n\x06\x42pfMap\x12\x1c.weft.agent.v1.BpfMapRequest\x1a\x1d.weft.agent.v1.BpfMapResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENDPOINT']._serialized_start=62
   _globals['_ENDPOINT']._serialized_end=189
   _globals['_STATUSRESPONSE']._serialized_start=192
-  _globals['_STATUSRESPONSE']._serialized_end=382
-  _globals['_SERVICESREQUEST']._serialized_start=384
-  _globals['_SERVICESREQUEST']._serialized_end=401
-  _globals['_SERVICEBACKEND']._serialized_start=403
-  _globals['_SERVICEBACKEND']._serialized_end=460
-  _globals['_SERVICEFRONTEND']._serialized_start=463
-  _globals['_SERVICEFRONTEND']._serialized_end=745
-  _globals['_SERVICESRESPONSE']._serialized_start=747
-  _globals['_SERVICESRESPONSE']._serialized_end=835
-  _globals['_AGENT']._serialized_start=838
-  _globals['_AGENT']._serialized_end=997
+  _globals['_STATUSRESPONSE']._serialized_end=456
+  _globals['_MAPFILL']._serialized_start=458
+  _globals['_MAPFILL']._serialized_end=519
+  _globals['_SERVICESREQUEST']._serialized_start=521
+  _globals['_SERVICESREQUEST']._serialized_end=538
+  _globals['_SERVICEBACKEND']._serialized_start=540
+  _globals['_SERVICEBACKEND']._serialized_end=597
+  _globals['_SERVICEFRONTEND']._serialized_start=600
+  _globals['_SERVICEFRONTEND']._serialized_end=882
+  _globals['_SERVICESRESPONSE']._serialized_start=884
+  _globals['_SERVICESRESPONSE']._serialized_end=972
+  _globals['_IDENTITIESREQUEST']._serialized_start=974
+  _globals['_IDENTITIESREQUEST']._serialized_end=993
+  _globals['_IDENTITY']._serialized_start=995
+  _globals['_IDENTITY']._serialized_end=1061
+  _globals['_IDENTITIESRESPONSE']._serialized_start=1063
+  _globals['_IDENTITIESRESPONSE']._serialized_end=1147
+  _globals['_POLICYREQUEST']._serialized_start=1149
+  _globals['_POLICYREQUEST']._serialized_end=1177
+  _globals['_POLICYRULE']._serialized_start=1179
+  _globals['_POLICYRULE']._serialized_end=1296
+  _globals['_ENDPOINTPOLICY']._serialized_start=1299
+  _globals['_ENDPOINTPOLICY']._serialized_end=1556
+  _globals['_POLICYRESPONSE']._serialized_start=1558
+  _globals['_POLICYRESPONSE']._serialized_end=1659
+  _globals['_BPFMAPREQUEST']._serialized_start=1661
+  _globals['_BPFMAPREQUEST']._serialized_end=1705
+  _globals['_BPFMAPENTRY']._serialized_start=1707
+  _globals['_BPFMAPENTRY']._serialized_end=1748
+  _globals['_BPFMAPRESPONSE']._serialized_start=1750
+  _globals['_BPFMAPRESPONSE']._serialized_end=1877
+  _globals['_AGENT']._serialized_start=1880
+  _globals['_AGENT']._serialized_end=2270
 # @@protoc_insertion_point(module_scope)

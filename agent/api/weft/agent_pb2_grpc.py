@@ -44,6 +44,21 @@ class AgentStub:
                 request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.SerializeToString,
                 response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.FromString,
                 _registered_method=True)
+        self.Identities = channel.unary_unary(
+                '/weft.agent.v1.Agent/Identities',
+                request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesResponse.FromString,
+                _registered_method=True)
+        self.Policy = channel.unary_unary(
+                '/weft.agent.v1.Agent/Policy',
+                request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.PolicyRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.PolicyResponse.FromString,
+                _registered_method=True)
+        self.BpfMap = channel.unary_unary(
+                '/weft.agent.v1.Agent/BpfMap',
+                request_serializer=agent_dot_api_dot_weft_dot_agent__pb2.BpfMapRequest.SerializeToString,
+                response_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.BpfMapResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServicer:
@@ -62,6 +77,27 @@ class AgentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Identities(self, request, context):
+        """the security identities this agent knows (pods cluster-wide, reserved, ipBlock prefixes)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Policy(self, request, context):
+        """per local endpoint: isolation and the allow rules in force
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BpfMap(self, request, context):
+        """the entries of one of the agent's BPF maps, decoded
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +110,21 @@ def add_AgentServicer_to_server(servicer, server):
                     servicer.Services,
                     request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.FromString,
                     response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.SerializeToString,
+            ),
+            'Identities': grpc.unary_unary_rpc_method_handler(
+                    servicer.Identities,
+                    request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesRequest.FromString,
+                    response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesResponse.SerializeToString,
+            ),
+            'Policy': grpc.unary_unary_rpc_method_handler(
+                    servicer.Policy,
+                    request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.PolicyRequest.FromString,
+                    response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.PolicyResponse.SerializeToString,
+            ),
+            'BpfMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.BpfMap,
+                    request_deserializer=agent_dot_api_dot_weft_dot_agent__pb2.BpfMapRequest.FromString,
+                    response_serializer=agent_dot_api_dot_weft_dot_agent__pb2.BpfMapResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +181,87 @@ class Agent:
             '/weft.agent.v1.Agent/Services',
             agent_dot_api_dot_weft_dot_agent__pb2.ServicesRequest.SerializeToString,
             agent_dot_api_dot_weft_dot_agent__pb2.ServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Identities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.agent.v1.Agent/Identities',
+            agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesRequest.SerializeToString,
+            agent_dot_api_dot_weft_dot_agent__pb2.IdentitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Policy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.agent.v1.Agent/Policy',
+            agent_dot_api_dot_weft_dot_agent__pb2.PolicyRequest.SerializeToString,
+            agent_dot_api_dot_weft_dot_agent__pb2.PolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BpfMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/weft.agent.v1.Agent/BpfMap',
+            agent_dot_api_dot_weft_dot_agent__pb2.BpfMapRequest.SerializeToString,
+            agent_dot_api_dot_weft_dot_agent__pb2.BpfMapResponse.FromString,
             options,
             channel_credentials,
             insecure,
