@@ -63,6 +63,7 @@ class AgentOptions:
     policy_audit: bool = False
     identity_file: Path = Path("/var/lib/weft/identities.json")
     exporter: object | None = None  # observe.exporter.FileExporter
+    tls: object | None = None  # api.server.TLSConfig, for a TCP listener
 
 
 class Agent:
@@ -182,7 +183,7 @@ class Agent:
                                                    self.endpoints.ep_ids(), request.pod),
             "bpf_map": lambda request: views.bpf_map(self.options.node_name, self.map_names(),
                                                      self.programs.table, request.name, request.limit),
-        })
+        }, tls=self.options.tls)
         log.info("listening on %s", self.options.listen)
         self.reader.start()
         for sig in (signal.SIGTERM, signal.SIGINT):

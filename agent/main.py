@@ -21,6 +21,12 @@ from .datapath.loader import DatapathConfig
 @click.option("--in-cluster", is_flag=True, help="Watch the Kubernetes API from inside a pod.")
 @click.option("--listen", default=None,
               help="gRPC address: unix:///path or host:port [unix:///var/run/weft/<node>/agent.sock].")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With a TCP --listen: serve TLS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The private key of --tls-cert (PEM).")
+@click.option("--tls-client-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Require client certificates signed by this CA (mutual TLS).")
 @click.option("--pin-root", type=click.Path(path_type=Path), default=abi.PIN_ROOT, show_default=True,
               help="bpffs directory under which <node>/v<abi>/ holds the pinned maps.")
 @click.option("--ct-map-size", default=65536, show_default=True, help="Conntrack entries.")
@@ -70,7 +76,7 @@ from .datapath.loader import DatapathConfig
               help="On exit detach programs and remove pins (default: leave the datapath running).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
-def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_size,
+def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key, tls_client_ca, pin_root, ct_map_size,
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, export_file,
@@ -88,6 +94,15 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
     from .model.maglev import is_prime
     from .observe.exporter import FileExporter, parse_filters
 
+    tls = None
+    if tls_cert or tls_key or tls_client_ca:
+        if not (tls_cert and tls_key):
+            raise click.UsageError("TLS needs both --tls-cert and --tls-key")
+        if not listen or listen.startswith("unix://"):
+            raise click.UsageError("TLS is for a TCP --listen (host:port); a unix socket is guarded by its mode")
+        from .api.server import TLSConfig
+
+        tls = TLSConfig(tls_cert, tls_key, tls_client_ca)
     exporter = None
     if export_file:
         filters = {}
@@ -123,6 +138,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, pin_root, ct_map_
         policy_audit=policy_audit_mode,
         identity_file=identity_file,
         exporter=exporter,
+        tls=tls,
     )
     try:
         sys.exit(Agent(options).run())

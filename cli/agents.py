@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import glob
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
@@ -14,8 +16,29 @@ from .lab import state as lab_state
 DEFAULT_SOCKETS = "/var/run/weft/*/agent.sock"
 
 
+@dataclass
+class ClientTLS:
+    """How meshctl reaches agents over TLS (set by its --tls-* options)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str = ""
+
+
+TLS = ClientTLS()
+
+
 def channel(address: str) -> grpc.Channel:
-    return grpc.insecure_channel(address)
+    """A channel to an agent; TCP addresses use TLS once meshctl is given a CA."""
+    if TLS.ca is None or address.startswith("unix://"):
+        return grpc.insecure_channel(address)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=TLS.ca.read_bytes(),
+        private_key=TLS.key.read_bytes() if TLS.key else None,
+        certificate_chain=TLS.cert.read_bytes() if TLS.cert else None)
+    options = [("grpc.ssl_target_name_override", TLS.server_name)] if TLS.server_name else []
+    return grpc.secure_channel(address, creds, options=options)
 
 
 def addresses(server: tuple[str, ...] | list[str] | None) -> dict[str, str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 import grpc
@@ -15,8 +16,18 @@ from .lab.commands import lab
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main():
+@click.option("--tls-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Reach agents on TCP addresses over TLS, trusting this CA (PEM).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A client certificate, for agents that require one.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The private key of --tls-cert.")
+@click.option("--tls-server-name", default="", help="The name to expect in the agent's certificate.")
+def main(tls_ca, tls_cert, tls_key, tls_server_name):
     """Weft: an eBPF data plane for Kubernetes nodes."""
+    if (tls_cert or tls_key or tls_server_name) and not tls_ca:
+        raise click.UsageError("--tls-cert, --tls-key and --tls-server-name go with --tls-ca")
+    agents.TLS = agents.ClientTLS(tls_ca, tls_cert, tls_key, tls_server_name)
 
 
 @main.command()

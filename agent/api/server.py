@@ -1,13 +1,15 @@
 """The agent's gRPC server: Hubble's Observer service and Weft's Agent service.
 
 It listens on a unix socket by default (or loopback TCP), never on a node
-address unless told to.
+address unless told to; a TCP listener can serve TLS, with client certificates
+required when a client CA is given.
 """
 from __future__ import annotations
 
 import os
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -128,10 +130,28 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         return self._view("bpf_map", agent_pb2.BpfMapResponse, request, context)
 
 
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS for a TCP listener: the server's certificate and key (PEM files), and
+    optionally a CA whose client certificates it then requires (mutual TLS)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=ca, require_client_auth=ca is not None)
+
+
 def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusResponse],
-          views: dict[str, Callable] | None = None) -> grpc.Server:
+          views: dict[str, Callable] | None = None, tls: TLSConfig | None = None) -> grpc.Server:
     """Start the server on `address` (unix:///path or host:port); return it running.
-    `views`: services, identities, policy, bpf_map, each request -> response."""
+    `views`: services, identities, policy, bpf_map, each request -> response.
+    `tls`: serve TCP with TLS (a unix socket is guarded by its file mode instead)."""
+    if tls and address.startswith("unix://"):
+        raise ValueError("TLS is for TCP listeners; a unix socket is protected by its permissions")
     if address.startswith("unix://"):
         path = Path(address[len("unix://"):])
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +160,8 @@ def serve(address: str, store: FlowStore, status: Callable[[], agent_pb2.StatusR
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="grpc"))
     observer_pb2_grpc.add_ObserverServicer_to_server(ObserverService(store, address), server)
     agent_pb2_grpc.add_AgentServicer_to_server(AgentService(status, views), server)
-    if server.add_insecure_port(address) == 0 and not address.startswith("unix://"):
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
+    if port == 0 and not address.startswith("unix://"):
         raise OSError(f"cannot listen on {address}")
     server.start()
     if address.startswith("unix://"):
