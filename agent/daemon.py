@@ -73,7 +73,6 @@ class Agent:
         self.source = ManifestDir(options.manifests)
         self.metrics = AgentMetrics()
         self.store = FlowStore(options.node_name, options.flow_buffer)
-        self.store.sinks.append(self.metrics)
         if options.exporter is not None:
             self.store.sinks.append(options.exporter)
         self.stopping = threading.Event()
@@ -174,6 +173,7 @@ class Agent:
                               lambda: self.policy)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
         self.metrics.watch_datapath(self.programs)
+        self.metrics.watch_flows(self.reader)
         if self.options.metrics_address:
             self.metrics.serve(self.options.metrics_address)
         self.server = api_server.serve(self.options.listen, self.store, self.status, {

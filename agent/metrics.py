@@ -63,6 +63,26 @@ class DatapathCollector:
         yield verdicts
 
 
+class FlowCollector:
+    """weft_flows_processed_total: flow events the agent drained, by verdict and type,
+    from the reader's counts (kept as plain integers: the drain path stays cheap)."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def collect(self):
+        flows = CounterMetricFamily("weft_flows_processed", "Flow events the agent drained from the datapath, "
+                                    "by verdict and type", labels=["verdict", "type"])
+        for verdict, count in enumerate(list(self.reader.by_verdict)):
+            if count:
+                try:
+                    name = flow_pb2.Verdict.Name(verdict).lower()
+                except ValueError:
+                    name = f"verdict_{verdict}"
+                flows.add_metric([name, "drop" if verdict == flow_pb2.DROPPED else "trace"], count)
+        yield flows
+
+
 class AgentMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -86,8 +106,6 @@ class AgentMetrics:
                                       "From a change read from the source to the datapath programmed",
                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                                       registry=self.registry)
-        self.flows = Counter("weft_flows_processed", "Flow records the agent processed, by verdict and type",
-                             ["verdict", "type"], registry=self.registry)
         self.policy_errors = Gauge("weft_policy_invalid", "NetworkPolicies rejected as invalid",
                                    registry=self.registry)
         self.conntrack = Gauge("weft_conntrack_entries", "Live conntrack entries at the last GC sweep",
@@ -95,14 +113,8 @@ class AgentMetrics:
         self.conntrack_gc = Counter("weft_conntrack_gc_deleted", "Expired conntrack entries deleted",
                                     registry=self.registry)
 
-    def export(self, resp) -> None:
-        """A flow store sink: counts every flow and lost-event record."""
-        if resp.HasField("flow"):
-            flow = resp.flow
-            kind = "drop" if flow.verdict == flow_pb2.DROPPED else "trace"
-            self.flows.labels(flow_pb2.Verdict.Name(flow.verdict).lower(), kind).inc()
-        else:
-            self.flows.labels("lost", "lost_events").inc(resp.lost_events.num_events_lost)
+    def watch_flows(self, reader) -> None:
+        self.registry.register(FlowCollector(reader))
 
     def watch_datapath(self, programs) -> None:
         self.registry.register(DatapathCollector(programs))

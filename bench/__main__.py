@@ -11,9 +11,9 @@ import platform
 import sys
 import time
 
-from . import lb, policy
+from . import flows, lb, policy
 
-BENCHMARKS = {"lb": lb.run, "policy": policy.run}
+BENCHMARKS = {"lb": lb.run, "policy": policy.run, "flows": flows.run}
 
 
 def main() -> int:

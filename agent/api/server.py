@@ -68,10 +68,11 @@ class ObserverService(observer_pb2_grpc.ObserverServicer):
                     reported_lost = follower.lost
                     yield lost
                 try:
-                    seq, resp = follower.queue.get(timeout=FOLLOW_POLL_S)
+                    seq, item = follower.queue.get(timeout=FOLLOW_POLL_S)
                 except Exception:
                     continue
-                if seq > last_seq and _wanted(resp, request):
+                resp = self.store.resolve(item) if seq > last_seq else None
+                if resp is not None and _wanted(resp, request):
                     yield resp
         finally:
             if follower is not None:

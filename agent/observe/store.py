@@ -4,19 +4,41 @@ Every stored response gets a sequence number, so a follower that subscribes
 while history is being sent gets each flow exactly once. A follower that falls
 behind loses flows from its own queue, never from the ring or other followers,
 and is told how many with a LostEvent.
+
+Flow events from the datapath are kept as the bytes the kernel wrote and
+decoded (enriched from the model) the first time someone reads them: a client,
+a follower, an exporter. Draining the ring buffer thus costs a copy per event,
+not a protobuf message, which is what lets one core keep up with the kernel.
+The price: a flow is enriched with the model of the moment it is first read,
+normally within seconds of the packet.
 """
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from ..api.flow import flow_pb2
 from ..api.observer import observer_pb2
 
 DEFAULT_CAPACITY = 4095
 FOLLOWER_QUEUE = 8192
+
+log = logging.getLogger(__name__)
+
+
+class Pending:
+    """A flow event as the datapath wrote it; `resp` once decoded (None: undecodable)."""
+
+    __slots__ = ("raw", "resp", "decoded")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.resp = None
+        self.decoded = False
 
 
 class Follower:
@@ -32,8 +54,11 @@ class Follower:
 
 
 class FlowStore:
-    def __init__(self, node_name: str, capacity: int = DEFAULT_CAPACITY):
+    def __init__(self, node_name: str, capacity: int = DEFAULT_CAPACITY,
+                 decode: Callable[[bytes], flow_pb2.Flow] | None = None):
         self.node_name = node_name
+        self.decode = decode
+        self.decode_errors = 0
         self.capacity = capacity
         self._ring: deque = deque(maxlen=capacity)
         self._lock = threading.Lock()
@@ -42,6 +67,38 @@ class FlowStore:
         self.seen_flows = 0
         self.started = time.monotonic_ns()
         self.sinks: list = []  # each has export(GetFlowsResponse), called outside the lock
+
+    def add_raw(self, raw: bytes) -> None:
+        """A datapath flow event, kept undecoded until it is read."""
+        item = Pending(raw)
+        with self._lock:
+            self.seq += 1
+            entry = (self.seq, item)
+            self._ring.append(entry)
+            self.seen_flows += 1
+            for follower in self._followers:
+                follower.offer(entry)
+        if self.sinks:
+            resp = self.resolve(item)
+            if resp is not None:
+                for sink in self.sinks:
+                    sink.export(resp)
+
+    def resolve(self, item) -> observer_pb2.GetFlowsResponse | None:
+        """The response for a stored item, decoding a pending event on first use."""
+        if not isinstance(item, Pending):
+            return item
+        if not item.decoded:
+            try:
+                flow = self.decode(item.raw)
+                resp = observer_pb2.GetFlowsResponse(flow=flow, node_name=self.node_name)
+                resp.time.CopyFrom(flow.time)
+                item.resp = resp
+            except Exception:  # a bad record must not break a reader
+                self.decode_errors += 1
+                log.exception("cannot decode a flow event")
+            item.decoded = True
+        return item.resp
 
     def add_flow(self, flow: flow_pb2.Flow) -> None:
         resp = observer_pb2.GetFlowsResponse(flow=flow, node_name=self.node_name)
@@ -69,8 +126,15 @@ class FlowStore:
             sink.export(resp)
 
     def snapshot(self) -> list[tuple[int, observer_pb2.GetFlowsResponse]]:
+        """Everything the ring holds, decoded, oldest first."""
         with self._lock:
-            return list(self._ring)
+            items = list(self._ring)
+        out = []
+        for seq, item in items:
+            resp = self.resolve(item)
+            if resp is not None:
+                out.append((seq, resp))
+        return out
 
     def __len__(self) -> int:
         return len(self._ring)
