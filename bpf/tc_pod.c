@@ -102,7 +102,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		}
 	}
 
-	ret = ct_lookup(&pkt, dir, &entry);
+	ret = ct_lookup(&pkt, dir, &nat, &entry);
 	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
 		/* every packet that is not a reply answers to policy, so a policy
 		 * change cuts what it no longer allows at its next packet */

@@ -156,8 +156,15 @@ static __always_inline void ct_service_replied(const struct pkt4 *reply, const s
 
 /* ct_lookup finds the connection a packet belongs to, without opening one:
  * CT_REPLY or CT_ESTABLISHED with *out at its entry, or CT_NEW. Policy judges
- * a new connection before ct_create opens it, so a denied one leaves no entry. */
-static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, struct ct_entry **out)
+ * a new connection before ct_create opens it, so a denied one leaves no entry.
+ *
+ * On egress, `nat` says what Service translation did to this packet. An entry
+ * of the same tuple that remembers another translation belongs to an earlier
+ * connection (a client reusing a source port, once to a VIP and then straight
+ * to the backend, or the other way round): the packet opens a new connection,
+ * or its replies would be reverse-translated for the old one. */
+static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat,
+				     struct ct_entry **out)
 {
 	struct ct_key key = {};
 	struct ct_entry *e;
@@ -192,6 +199,9 @@ static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, struct ct_e
 		key.dport = 0;
 	e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
+		if (dir == DIR_EGRESS && (e->rev_nat_addr != nat->orig_daddr ||
+					  e->rev_nat_port != nat->orig_dport))
+			return CT_NEW; /* ct_create replaces the earlier connection's entry */
 		ct_refresh(e, pkt, now);
 		*out = e;
 		return CT_ESTABLISHED;

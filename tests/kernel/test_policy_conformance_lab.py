@@ -76,17 +76,25 @@ class Lab:
 
         A pair expected to connect that timed out is probed again with more
         time, so a slow moment of a shared machine is not taken for a denial."""
-        jobs = [(src, dst, ip) for src, dst in conformance.pairs(self.model.pods()) for ip in self.targets(dst)]
+        pairs = conformance.pairs(self.model.pods())
+        # Service IPs first, then pod IPs: a client probing a VIP and its backend at
+        # once may get the same source port for both, and after DNAT the two are one
+        # tuple on the wire (see README, Services)
+        phases = [[(src, dst, self.targets(dst)[i]) for src, dst in pairs] for i in (0, 1)]
 
         def attempt(job, timeout):
             src, dst, ip = job
             return lab_probe.probe(topology.pod_netns(*src.split("/")), src, ip, port,
                                    protocol.lower(), timeout).ok
 
+        jobs, results, second = [], [], {}
         with ThreadPoolExecutor(max_workers=48) as pool:
-            results = list(pool.map(lambda j: attempt(j, TIMEOUT), jobs))
-            retry = [j for j, ok in zip(jobs, results) if not ok and f"{j[0]}->{j[1]}" not in expected]
-            second = dict(zip(retry, pool.map(lambda j: attempt(j, RETRY_TIMEOUT), retry)))
+            for phase in phases:
+                first = list(pool.map(lambda j: attempt(j, TIMEOUT), phase))
+                retry = [j for j, ok in zip(phase, first) if not ok and f"{j[0]}->{j[1]}" not in expected]
+                second.update(zip(retry, pool.map(lambda j: attempt(j, RETRY_TIMEOUT), retry)))
+                jobs += phase
+                results += first
         out: dict[str, list[str]] = {}
         for job, ok in zip(jobs, results):
             if not ok and not second.get(job, False):

@@ -118,3 +118,25 @@ def test_an_invalid_policy_is_reported_and_the_valid_ones_hold(only_bystander, t
         assert probe("p/bystander", "web.p", 80)["result"] == "connected"
     finally:
         apply_text(tmp_path, BROKEN, "delete")
+
+
+def test_meshctl_policy_identities_bpf_and_status_show_what_is_programmed(only_bystander):
+    policy = json.loads(meshctl("policy", "--pod", "p/server", "-o", "json").stdout)
+    (endpoint,) = policy["node-1"]["endpoints"]
+    assert endpoint["ingressEnforced"] and endpoint["ingressIsolatedBy"] == ["p/only-bystander"]
+    rule = next(r for r in endpoint["rules"] if r.get("policy") == "p/only-bystander")
+    assert (rule["direction"], rule["protocol"], rule["ports"]) == ("ingress", "TCP", "8080")
+    assert "app=bystander" in rule["peer"]
+    assert policy["node-2"].get("endpoints", []) == [], "p/server is not node-2's endpoint"
+
+    identities = json.loads(meshctl("identities", "-o", "json").stdout)
+    by_id = {i["id"]: i for i in identities["node-1"]["identities"]}
+    assert by_id[rule["peerIdentity"]]["pods"] == ["p/bystander"]
+    assert identities["node-1"]["identities"] == identities["node-2"]["identities"], "both nodes agree"
+
+    dump = meshctl("bpf", "weft_policy", "--server", "unix:///run/weft/lab/agents/node-1.sock").stdout
+    assert f"identity={rule['peerIdentity']}" in dump and "dport=8080" in dump
+    assert "weft_ipcache" in meshctl("bpf").stdout
+
+    status = meshctl("status").stdout
+    assert "map weft_policy:" in status and "kernel: BTF" in status and "program: from_pod" in status

@@ -77,6 +77,22 @@ def test_reply_from_backend_seems_to_come_from_the_vip(pod_programs, lb):
     assert back.ip_checksum_ok() and back.l4_checksum_ok()
 
 
+def test_a_source_port_reused_straight_to_the_backend_is_a_new_connection(pod_programs, lb):
+    """Once through the VIP, then straight to the backend from the same source port:
+    the second connection's replies must not be dressed up as the VIP's."""
+    lb.sync(web([B1]))
+    backend_of(pod_programs, 40003)
+    direct = run(pod_programs.from_pod.fd, syn(40003, dst=B1.ip, dport=B1.port))
+    assert direct.retval == TC_ACT_OK and pk.Parsed(direct.packet).dst == B1.ip
+    synack = pk.tcp_packet(B1.ip, CLIENT, 8080, 40003, flags=pk.TCP_SYN | pk.TCP_ACK)
+    back = pk.Parsed(run(pod_programs.to_pod.fd, synack).packet)
+    assert (back.src, back.sport) == (B1.ip, 8080), "the direct connection's reply stays the backend's"
+    again = backend_of(pod_programs, 40003)  # and back through the VIP
+    assert (again.dst, again.dport) == (B1.ip, 8080)
+    back = pk.Parsed(run(pod_programs.to_pod.fd, synack).packet)
+    assert (back.src, back.sport) == (VIP, 80)
+
+
 def test_connection_keeps_its_backend_when_others_change(pod_programs, lb):
     lb.sync(web([B1, B2, B3]))
     first = backend_of(pod_programs, 40003).dst
