@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -10,7 +9,7 @@ import grpc
 from google.protobuf import json_format
 
 from . import agents, views
-from .output import print_table
+from .output import ask_agents, print_table, report_failures
 from .flows import flows
 from .lab.commands import lab
 
@@ -76,16 +75,9 @@ def status(server, output):
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
 def services(server, namespace, output):
     """Service frontends each agent has programmed, with their backends."""
-    targets = agents.addresses(server)
-    if not targets:
-        raise click.ClickException("no agent found: start a lab (`meshctl lab up`) or pass --server")
-    results, failed = {}, []
-    for name, address in targets.items():
-        try:
-            results[name] = [f for f in agents.services(address).frontends
-                             if not namespace or f.namespace == namespace]
-        except grpc.RpcError as exc:
-            failed.append(f"{name}: unreachable at {address}: {exc.code().name}")
+    answers, failed = ask_agents(server, agents.services)
+    results = {node: [f for f in resp.frontends if not namespace or f.namespace == namespace]
+               for node, resp in answers.items()}
     if output == "json":
         click.echo(json.dumps({n: [json_format.MessageToDict(f) for f in fs] for n, fs in results.items()},
                               indent=2))
@@ -102,10 +94,7 @@ def services(server, namespace, output):
         else:
             print_table(rows)
             click.echo("(* a backend on that node)")
-    for line in failed:
-        click.echo(f"meshctl: agent {line}", err=True)
-    if failed and not results:
-        sys.exit(1)
+    report_failures(results, failed)
 
 
 main.add_command(lab)
