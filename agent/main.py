@@ -33,9 +33,9 @@ from .datapath.loader import DatapathConfig
 @click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
 @click.option("--flow-ring-pages", default=256, show_default=True,
               help="Pages of the kernel flow ring buffer (a power of two).")
-@click.option("--monitor-aggregation", type=click.Choice(["none", "medium", "maximum"]), default="medium",
+@click.option("--monitor-aggregation", type=click.Choice(["none", "medium", "maximum", "off"]), default="medium",
               show_default=True, help="Which packets become flows: every one; new connections, first-seen "
-              "TCP flags and a periodic report; or new connections only. Drops always.")
+              "TCP flags and a periodic report; new connections only; or none. Drops always.")
 @click.option("--monitor-aggregation-interval", "monitor_interval", default=5, show_default=True,
               type=click.IntRange(1, 3600), help="Seconds between reports of one connection (medium).")
 @click.option("--metrics-address", default="127.0.0.1:9962", show_default=True,

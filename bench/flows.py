@@ -1,5 +1,8 @@
 """Flow events: how fast the agent drains the datapath's ring buffer, and at what CPU cost.
 
+  flows-requests  short HTTP requests (a new connection each) from a client pod to a
+                Service in a 1-node lab, with the agent's flows at `medium` and
+                switched `off`, interleaved (goal: rate on >= 0.97 x rate off).
   flows-drain   the datapath emits events as fast as BPF_PROG_TEST_RUN can make
                 it (every packet reported: aggregation none) in rounds of a fixed
                 size; the agent's own reader (decoder, store, metrics sink) drains
@@ -12,10 +15,16 @@
 """
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
-from agent.datapath.node_config import NodeConfig
+from agent.datapath.loader import DatapathConfig, PodPrograms
+from agent.datapath.node_config import AGGREGATION, NodeConfig
 from agent.datapath.testrun import test_run
 from agent.metrics import AgentMetrics
 from agent.model.cluster import Cluster
@@ -59,6 +68,86 @@ def drain_round(programs, reader: FlowReader, store: FlowStore, events: int, bur
             "loss": lost / events, "cpu_ms_per_1k": cpu * 1000 / max(drained, 1) * 1000}
 
 
+MESHCTL = str(Path(sys.executable).parent / "meshctl")
+MANIFEST = Path(__file__).parent / "manifests_flows.yaml"
+
+
+def _request_loop(netns: str, ip: str, port: int, stop: threading.Event, counts: list, slot: int) -> None:
+    from cli.lab import netns as lab_netns
+
+    while not stop.is_set():
+        with lab_netns.entered(netns):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(2)
+            sock.connect((ip, port))
+            sock.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
+            while sock.recv(4096):
+                pass
+            counts[slot] += 1
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+
+def request_rate(netns: str, ip: str, port: int, seconds: float, clients: int = 8) -> float:
+    stop, counts = threading.Event(), [0] * clients
+    threads = [threading.Thread(target=_request_loop, args=(netns, ip, port, stop, counts, i)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / seconds
+
+
+def set_aggregation(table, level: str) -> None:
+    """Change only the level in the agent's pinned weft_node (its IP stays as written)."""
+    leaf = table[table.Key(0)]
+    leaf.aggregation = AGGREGATION[level]
+    table[table.Key(0)] = leaf
+
+
+def requests_run(quick: bool) -> dict:
+    from cli.lab import state as lab_state
+
+    if lab_state.exists():
+        print("flows-requests: skipped, a lab is already up (`meshctl lab down` first)")
+        return {}
+    runs, seconds = (3, 2.0) if quick else (5, 4.0)
+    subprocess.run([MESHCTL, "lab", "up", "--nodes", "1", "-f", str(MANIFEST)], check=True, capture_output=True)
+    try:
+        services = json.loads(subprocess.run([MESHCTL, "lab", "get", "services", "-o", "json"], check=True,
+                                             capture_output=True, text=True).stdout)["items"]
+        vip = next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == "web")
+        programs = PodPrograms(DatapathConfig(node="node-1"))  # shares the lab agent's pinned maps
+        try:
+            table = programs.table("weft_node")
+            request_rate("weft-pod-bench-client", vip, 80, 1.0)  # warm up
+            on, off = [], []
+            for _ in range(runs):
+                set_aggregation(table, "off")
+                off.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
+                set_aggregation(table, "medium")
+                on.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
+        finally:
+            set_aggregation(programs.table("weft_node"), "medium")
+            programs.close()
+    finally:
+        subprocess.run([MESHCTL, "lab", "down"], capture_output=True)
+    result = {"flows_off_rps": summarize(off), "flows_on_rps": summarize(on),
+              "ratio": summarize([a / b for a, b in zip(on, off)])}
+    print(table(f"flows-requests: requests/s, a new connection each, 8 clients, {seconds:.0f} s per run, "
+                              f"{runs} runs interleaved (goal: on / off >= 0.97)",
+                              ["flows off", "flows on (medium)", "on / off", "min ratio", ""],
+                              [[result["flows_off_rps"]["median"], result["flows_on_rps"]["median"],
+                                round(result["ratio"]["median"], 3), round(result["ratio"]["min"], 3),
+                                "noisy" if result["flows_off_rps"]["noisy"] or result["flows_on_rps"]["noisy"] else ""]]))
+    return result
+
+
 def run(quick: bool) -> dict:
     runs = 3 if quick else 5
     events = 100_000 if quick else 300_000
@@ -88,4 +177,6 @@ def run(quick: bool) -> dict:
     print(table(f"flows-drain: {events} events per round at a target rate, medians of {runs} rounds "
                 "(goal: >= 200,000 events/s on one core, < 1% lost)",
                 ["target/s", "offered/s", "lost", "max lost", "reader CPU ms/1k", "events/s per core", ""], rows))
+    print()
+    results["flows-requests"] = requests_run(quick)
     return results

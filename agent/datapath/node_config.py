@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from .maps import ip_to_be32
 
-AGGREGATION = {"medium": 0, "none": 1, "maximum": 2}  # enum monitor_aggregation
+AGGREGATION = {"medium": 0, "none": 1, "maximum": 2, "off": 3}  # enum monitor_aggregation
 
 
 class NodeConfig:

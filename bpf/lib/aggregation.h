@@ -20,6 +20,8 @@ static __always_inline int flow_worth_reporting(int ct_status, struct ct_entry *
 	u8 *seen, fresh_flags;
 	u32 now;
 
+	if (level == AGGREGATION_OFF)
+		return 0;
 	if (level == AGGREGATION_NONE || ct_status == CT_NEW)
 		return 1;
 	if (level != AGGREGATION_MEDIUM || !e)

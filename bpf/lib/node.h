@@ -12,6 +12,7 @@ enum monitor_aggregation {
 				  * connection every report_interval */
 	AGGREGATION_NONE = 1,    /* every packet */
 	AGGREGATION_MAXIMUM = 2, /* new connections only */
+	AGGREGATION_OFF = 3,     /* no flow events but drops (flows switched off) */
 };
 
 struct node_config {

@@ -94,6 +94,14 @@ def test_none_reports_every_packet(pod_programs, events, aggregation):
     assert len([e for e in events() if e["saddr"] == ip_u32("10.1.3.1")]) == 4
 
 
+def test_off_reports_no_flows_but_drops(pod_programs, events, aggregation):
+    aggregation("off")
+    for flags in (pk.TCP_SYN, pk.TCP_ACK):
+        assert run(pod_programs.from_pod.fd, tcp("10.1.5.1", "10.1.5.2", 41000, 80, flags)).retval == TC_ACT_OK
+    assert run(pod_programs.from_pod.fd, pk.tcp_packet("10.1.5.1", "10.1.5.2", 1, 2, ihl=3)).retval == TC_ACT_SHOT
+    assert [e["kind"] for e in events()] == [2], "no flow for the connection; the drop is reported"
+
+
 def test_reply_is_not_a_new_connection(pod_programs, events, aggregation):
     aggregation("maximum")
     # the pod receives a connection (to_pod), then answers it (from_pod)
