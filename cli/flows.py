@@ -25,6 +25,8 @@ from agent.api.observer import observer_pb2
 from . import agents
 
 VERDICTS = [v for v in pb.Verdict.keys() if v != "VERDICT_UNKNOWN"]
+DROP_REASONS = [r for r in pb.DropReason.keys() if r != "DROP_REASON_UNKNOWN"]
+EVENT_TYPES = {"drop": 1, "trace": 4}  # Cilium's monitor message types
 OBS_POINT = {pb.TO_ENDPOINT: "to-endpoint", pb.FROM_ENDPOINT: "from-endpoint", pb.TO_STACK: "to-stack",
              pb.FROM_NETWORK: "from-network", pb.TO_NETWORK: "to-network", pb.FROM_HOST: "from-host"}
 
@@ -56,6 +58,11 @@ def build_filters(opts: dict) -> list[pb.FlowFilter]:
     base.destination_ip.extend(opts["to_ip"])
     base.source_label.extend(opts["from_label"])
     base.destination_label.extend(opts["to_label"])
+    base.drop_reason_desc.extend(pb.DropReason.Value(r.upper()) for r in opts.get("drop_reason_desc") or ())
+    base.traffic_direction.extend(pb.TrafficDirection.Value(d.upper()) for d in opts.get("traffic_direction") or ())
+    base.event_type.extend(pb.EventTypeFilter(type=EVENT_TYPES[t]) for t in opts.get("type") or ())
+    for flags in opts.get("tcp_flags") or ():
+        base.tcp_flags.add(**{name.strip().upper(): True for name in flags.split(",")})
     filters = [base]
     either = [
         ("source_pod", "destination_pod", [_pod_ref(p) for p in opts["pod"]]
@@ -197,7 +204,8 @@ def _say_if_since_is_beyond_the_buffer(targets: dict[str, str], since_ns: int, f
 
 
 FILTER_OPTIONS = ("--namespace", "--pod", "--from-pod", "--to-pod", "--label", "--from-label", "--to-label",
-                  "--service", "--verdict", "--protocol", "--port", "--from-ip", "--to-ip", "--ip", "--node")
+                  "--service", "--verdict", "--protocol", "--port", "--from-ip", "--to-ip", "--ip", "--node",
+                  "--drop-reason-desc", "--traffic-direction", "--type", "-t", "--tcp-flags")
 
 
 class FlowsCommand(click.Command):
@@ -245,6 +253,11 @@ def negated_filters(ctx) -> list[pb.FlowFilter]:
 @click.option("--to-label", multiple=True)
 @click.option("--service", multiple=True, help="Either side is this Service NS/NAME.")
 @click.option("--verdict", multiple=True, type=click.Choice(VERDICTS, case_sensitive=False))
+@click.option("--drop-reason-desc", multiple=True, type=click.Choice(DROP_REASONS, case_sensitive=False),
+              help="Drops for this reason (POLICY_DENIED, ...).")
+@click.option("--traffic-direction", multiple=True, type=click.Choice(["ingress", "egress"], case_sensitive=False))
+@click.option("-t", "--type", multiple=True, type=click.Choice(list(EVENT_TYPES)), help="Event type.")
+@click.option("--tcp-flags", multiple=True, help="TCP flags all set, e.g. SYN or SYN,ACK.")
 @click.option("--protocol", multiple=True, help="tcp, udp, icmpv4")
 @click.option("--port", multiple=True, type=int, help="Either side's L4 port.")
 @click.option("--from-ip", multiple=True)

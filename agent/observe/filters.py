@@ -44,6 +44,12 @@ def _service_matches(svc: pb.Service, patterns) -> bool:
     return _named_matches(svc.namespace, svc.name, patterns)
 
 
+def _workload_matches(ep: pb.Endpoint, wanted) -> bool:
+    """Hubble's rule: a filter workload's empty kind or name matches any."""
+    return any((not w.kind or w.kind == have.kind) and (not w.name or w.name == have.name)
+               for w in wanted for have in ep.workloads)
+
+
 def _labels(ep: pb.Endpoint) -> dict[str, str]:
     out = {}
     for label in ep.labels:
@@ -109,6 +115,9 @@ def filter_matches(flow: pb.Flow, f: pb.FlowFilter) -> bool:
         (f.source_service, lambda: _service_matches(flow.source_service, f.source_service)),
         (f.destination_service, lambda: _service_matches(flow.destination_service, f.destination_service)),
         (f.verdict, lambda: flow.verdict in f.verdict),
+        (f.drop_reason_desc, lambda: flow.drop_reason_desc in f.drop_reason_desc),
+        (f.source_workload, lambda: _workload_matches(flow.source, f.source_workload)),
+        (f.destination_workload, lambda: _workload_matches(flow.destination, f.destination_workload)),
         (f.traffic_direction, lambda: flow.traffic_direction in f.traffic_direction),
         (f.protocol, lambda: _protocol(flow) in {p.lower() for p in f.protocol}),
         (f.source_port, lambda: str(src_port) in f.source_port),

@@ -194,3 +194,26 @@ def test_every_drop_reason_weft_reports_has_hubbles_description():
     codes = [int(n) for n in re.findall(r"=\s*(\d+)", enum) if int(n)]
     assert codes and all(not describe(c).isupper() for c in codes), [describe(c) for c in codes]
     assert describe(133) == "Policy denied" and describe(250) == "drop reason 250"
+
+
+def test_drop_reason_direction_type_tcp_flags_and_workload_filters():
+    from cli.flows import flows as flows_command
+
+    ctx = flows_command.make_context("flows", ["--drop-reason-desc", "policy_denied", "--traffic-direction",
+                                                "ingress", "-t", "drop", "--tcp-flags", "SYN"])
+    (f,) = build_filters(ctx.params)
+    drop = pb.Flow(verdict=pb.DROPPED, drop_reason_desc=pb.POLICY_DENIED, traffic_direction=pb.INGRESS,
+                   event_type=pb.CiliumEventType(type=1, sub_type=133))
+    drop.l4.TCP.flags.SYN = True
+    assert filter_matches(drop, f)
+    for change in (lambda x: setattr(x, "drop_reason_desc", pb.CT_MAP_INSERTION_FAILED),
+                   lambda x: setattr(x, "traffic_direction", pb.EGRESS),
+                   lambda x: x.event_type.CopyFrom(pb.CiliumEventType(type=4)),
+                   lambda x: setattr(x.l4.TCP.flags, "SYN", False)):
+        other = pb.Flow()
+        other.CopyFrom(drop)
+        change(other)
+        assert not filter_matches(other, f)
+    web = pb.Flow(source=pb.Endpoint(workloads=[pb.Workload(kind="Deployment", name="web")]))
+    assert filter_matches(web, pb.FlowFilter(source_workload=[pb.Workload(name="web")]))
+    assert not filter_matches(web, pb.FlowFilter(source_workload=[pb.Workload(kind="StatefulSet")]))
