@@ -49,7 +49,7 @@ RESYNC_S = 2.0
 @dataclass
 class AgentOptions:
     node_name: str
-    manifests: Path
+    manifests: Path | None
     listen: str
     datapath: DatapathConfig
     flow_buffer: int = 4095
@@ -64,13 +64,15 @@ class AgentOptions:
     identity_file: Path = Path("/var/lib/weft/identities.json")
     exporter: object | None = None  # observe.exporter.FileExporter
     tls: object | None = None  # api.server.TLSConfig, for a TCP listener
+    kubeconfig: Path | None = None  # the Kubernetes API as the source, instead of manifests
+    in_cluster: bool = False
 
 
 class Agent:
     def __init__(self, options: AgentOptions):
         self.options = options
         self.cluster = Cluster(options.node_name)
-        self.source = ManifestDir(options.manifests)
+        self.source = self._source(options)
         self.metrics = AgentMetrics()
         self.store = FlowStore(options.node_name, options.flow_buffer)
         if options.exporter is not None:
@@ -86,6 +88,14 @@ class Agent:
         self.policy = PolicyState()
         self.policy_problems: list[str] = []  # why the last compilation could not be used
         self.features: list[str] = []
+
+    @staticmethod
+    def _source(options: AgentOptions):
+        if options.manifests is not None:
+            return ManifestDir(options.manifests)
+        from .sources import kubernetes
+
+        return kubernetes.KubernetesSource(kubernetes.api_client(options.kubeconfig, options.in_cluster))
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
@@ -248,6 +258,10 @@ class Agent:
         next_resync = 0.0
         while not self.stopping.is_set():
             events = self.source.poll()
+            if not getattr(self.source, "ready", True):
+                # the model is not whole yet: the pinned datapath stays as it is
+                self.stopping.wait(self.options.poll_interval)
+                continue
             now = time.monotonic()
             if events is not None or now >= next_resync or self.endpoints.errors:
                 if events:
@@ -285,6 +299,8 @@ class Agent:
 
     def _shutdown(self) -> None:
         log.info("stopping")
+        if hasattr(self.source, "close"):
+            self.source.close()
         self.server.stop(grace=1)
         self.health.close()
         self.reader.stop()

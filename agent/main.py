@@ -87,9 +87,6 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
     sources = [s for s in (manifests, kubeconfig, in_cluster) if s]
     if len(sources) != 1:
         raise click.UsageError("give exactly one source: --manifests DIR, --kubeconfig PATH or --in-cluster")
-    if manifests is None:
-        raise click.UsageError("this build of Weft reads --manifests only; the Kubernetes API source "
-                               "is not part of it yet")
     from .daemon import Agent, AgentOptions
     from .model.maglev import is_prime
     from .observe.exporter import FileExporter, parse_filters
@@ -120,6 +117,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
     options = AgentOptions(
         node_name=node_name,
         manifests=manifests,
+        kubeconfig=kubeconfig,
+        in_cluster=in_cluster,
         listen=listen or f"unix:///var/run/weft/{node_name}/agent.sock",
         datapath=DatapathConfig(node=node_name, pin_root=pin_root, ct_map_size=ct_map_size,
                                 endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages,
