@@ -121,6 +121,14 @@ class Agent:
                 programmed=fe in written and fe not in self.lb.stale)
             for fe, sf in sorted(plan.items())])
 
+    def health_problem(self) -> str:
+        """Why the agent is not ready to serve its node, or "" when it is."""
+        if not self.ready:
+            if not getattr(self.source, "ready", True):
+                return "waiting for the first list of every kind: " + "; ".join(self.source.errors)
+            return "datapath not programmed yet"
+        return ""
+
     def map_fill(self) -> dict[str, tuple[int, int]]:
         """Entries the agent keeps in each map it writes, and the map's capacity."""
         cfg = self.options.datapath
@@ -185,7 +193,7 @@ class Agent:
         self.metrics.watch_datapath(self.programs)
         self.metrics.watch_flows(self.reader)
         if self.options.metrics_address:
-            self.metrics.serve(self.options.metrics_address)
+            self.metrics.serve(self.options.metrics_address, self.health_problem)
         self.server = api_server.serve(self.options.listen, self.store, self.status, {
             "services": lambda request: self.services(),
             "identities": lambda request: views.identities(self.options.node_name, self.policy),

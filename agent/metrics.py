@@ -6,8 +6,12 @@ time, so the datapath pays nothing for exporting them.
 from __future__ import annotations
 
 import logging
+import threading
+from typing import Callable
+from wsgiref.simple_server import make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 from prometheus_client.core import CounterMetricFamily
 
 from .api.flow import flow_pb2
@@ -119,7 +123,21 @@ class AgentMetrics:
     def watch_datapath(self, programs) -> None:
         self.registry.register(DatapathCollector(programs))
 
-    def serve(self, address: str) -> None:
+    def serve(self, address: str, healthy: Callable[[], str] = lambda: "") -> None:
+        """/metrics, and /healthz: 200 when `healthy()` says nothing is wrong, else 503
+        with what it says (the DaemonSet's readiness probe)."""
         host, _, port = address.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
-        log.info("metrics on http://%s/metrics", address)
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ, start_response):
+            if environ.get("PATH_INFO") == "/healthz":
+                problem = healthy()
+                start_response("503 Service Unavailable" if problem else "200 OK",
+                               [("Content-Type", "text/plain")])
+                return [(problem or "ok").encode() + b"\n"]
+            return metrics_app(environ, start_response)
+
+        server = make_server(host or "127.0.0.1", int(port), app, ThreadingWSGIServer,
+                             handler_class=_SilentHandler)
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics on http://%s/metrics, health on /healthz", address)

@@ -10,11 +10,13 @@ routes nothing, and its pins live under a test-only root.
 from __future__ import annotations
 
 import json
-import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,9 @@ class Agent:
     def __init__(self, tmp: Path, kubeconfig: Path):
         self.tmp, self.kubeconfig = tmp, kubeconfig
         self.socket = f"unix://{tmp}/agent.sock"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.metrics = f"127.0.0.1:{s.getsockname()[1]}"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -51,7 +56,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.main", "--node-name", NODE, "--kubeconfig", str(self.kubeconfig),
              "--listen", self.socket, "--pin-root", PIN_ROOT, "--identity-file", str(self.tmp / "ids.json"),
-             "--metrics-address", ""], stdout=log, stderr=log, start_new_session=True)
+             "--metrics-address", self.metrics], stdout=log, stderr=log, start_new_session=True)
 
     def stop(self, sig=signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -65,6 +70,14 @@ class Agent:
     def frontends(self) -> list[str]:
         out = meshctl("services", "--server", self.socket, "-o", "json", check=False).stdout
         return [f"{f['ip']}:{f['port']}" for f in json.loads(out or "{}").get(self.socket, [])]
+
+    def healthz(self) -> int:
+        try:
+            return urllib.request.urlopen(f"http://{self.metrics}/healthz", timeout=2).status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return 0
 
     def pinned_services(self) -> str:
         return meshctl("bpf", "weft_lb4_services", "--server", self.socket, check=False).stdout
@@ -101,6 +114,7 @@ def test_services_come_from_the_api_and_follow_its_changes(cluster):
     api, agent = cluster
     agent.start()
     wait(lambda: agent.status().get("ready"), what="the agent to be ready")
+    assert agent.healthz() == 200, "ready for the DaemonSet's probe"
     assert "10.96.200.1:80" in wait(agent.frontends, what="the Service from the API")
     api.put(service("api", "10.96.200.2", 8080))
     wait(lambda: "10.96.200.2:8080" in agent.frontends(), 10, "a Service added through a watch")
@@ -122,4 +136,5 @@ def test_the_pinned_datapath_outlives_the_api_and_a_restart_without_it(cluster):
     time.sleep(2)
     status = agent.status()
     assert not status.get("ready"), "nothing is programmed before every kind is listed"
+    assert agent.healthz() == 503, "not ready for the DaemonSet's probe"
     assert "vip=10.96.200.1" in agent.pinned_services(), "the pinned Service is still in force"

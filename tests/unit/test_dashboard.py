@@ -15,7 +15,7 @@ def exported_families() -> set[str]:
 
 
 def test_every_panel_queries_metrics_the_agent_exports():
-    dashboard = json.loads((ROOT / "daemonset" / "grafana-dashboard.json").read_text())
+    dashboard = json.loads((ROOT / "daemonset" / "grafana" / "weft-dashboard.json").read_text())
     families = exported_families()
     assert dashboard["panels"], "the dashboard has panels"
     for panel in dashboard["panels"]:
@@ -28,7 +28,7 @@ def test_every_panel_queries_metrics_the_agent_exports():
 
 
 def test_the_dashboard_covers_drops_policy_flows_maps_and_sync():
-    exprs = " ".join(t["expr"] for p in json.loads((ROOT / "daemonset" / "grafana-dashboard.json").read_text())["panels"]
+    exprs = " ".join(t["expr"] for p in json.loads((ROOT / "daemonset" / "grafana" / "weft-dashboard.json").read_text())["panels"]
                      for t in p["targets"])
     for family in ("weft_datapath_packets_total", "weft_policy_verdicts_total", "weft_flows_processed_total",
                    "weft_flow_events_lost_total", "weft_bpf_map_entries", "weft_datapath_sync_duration_seconds"):
