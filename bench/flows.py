@@ -124,13 +124,13 @@ def requests_run(quick: bool) -> dict:
         vip = next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == "web")
         programs = PodPrograms(DatapathConfig(node="node-1"))  # shares the lab agent's pinned maps
         try:
-            table = programs.table("weft_node")
+            node = programs.table("weft_node")
             request_rate("weft-pod-bench-client", vip, 80, 1.0)  # warm up
             on, off = [], []
             for _ in range(runs):
-                set_aggregation(table, "off")
+                set_aggregation(node, "off")
                 off.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
-                set_aggregation(table, "medium")
+                set_aggregation(node, "medium")
                 on.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
         finally:
             set_aggregation(programs.table("weft_node"), "medium")

@@ -86,7 +86,9 @@ static __always_inline void flow_emit_at(const struct pkt4 *pkt, const struct na
 	ev->pad = 0;
 	ev->policy_id = policy_id;
 	ev->pad2 = 0;
-	weft_flows.ringbuf_submit(ev, 0);
+	/* no wakeup: the agent drains on a short timer, in batches, instead of
+	 * being woken for every event of a busy node */
+	weft_flows.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void flow_emit(const struct pkt4 *pkt, const struct nat4 *nat, u32 ifindex,
