@@ -60,8 +60,15 @@ static __always_inline u16 snat4_port(const struct pkt4 *pkt, const struct nat4 
 
 		key.nat_port = SNAT_PORT_MIN + (h + i * 7919) % SNAT_PORT_RANGE;
 		e = weft_snat4.lookup(&key);
-		if (e && e->client_ip == val.client_ip && e->client_port == val.client_port)
-			return key.nat_port; /* this connection's own port */
+		if (e && e->client_ip == val.client_ip && e->client_port == val.client_port) {
+			/* this client port's own NAT port; a reused client port may now
+			 * be talking to another frontend of the same backend */
+			if (e->vip != val.vip || e->vport != val.vport) {
+				e->vip = val.vip;
+				e->vport = val.vport;
+			}
+			return key.nat_port;
+		}
 		if (!e && weft_snat4.insert(&key, &val) == 0)
 			return key.nat_port;
 	}
