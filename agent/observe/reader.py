@@ -8,7 +8,6 @@ the reader turns increases into LostEvents.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from bcc.table import _get_event_class
 
 from ..api.flow import flow_pb2
 from .decode import FlowDecoder
+from .ringbuf import RingBuffer
 from .store import FlowStore
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class FlowReader(threading.Thread):
         self.by_verdict = [0] * 256  # events drained, by their verdict byte
         store.decode = self.decode_raw
         self._stopping = threading.Event()
-        self.ring.open_ring_buffer(self._on_event)
+        self.ringbuf = RingBuffer(self.ring.map_fd, self.ring.max_entries)
 
     def kernel_lost(self) -> int:
         return sum(self.lost_table[self.lost_table.Key(0)])
@@ -52,11 +52,14 @@ class FlowReader(threading.Thread):
     def decode_raw(self, raw: bytes) -> flow_pb2.Flow:
         return self.decoder.decode(self.event_type.from_buffer_copy(raw))
 
-    def _on_event(self, ctx, data, size) -> int:
-        raw = ctypes.string_at(data, size)
-        self.by_verdict[raw[self.verdict_offset]] += 1
-        self.store.add_raw(raw)
-        return 0
+    def drain(self) -> int:
+        """Move every queued event into the store; return how many."""
+        records = self.ringbuf.drain()
+        offset, counts, add = self.verdict_offset, self.by_verdict, self.store.add_raw
+        for raw in records:
+            counts[raw[offset]] += 1
+            add(raw)
+        return len(records)
 
     def check_lost(self) -> int:
         """Report reserve failures since the last check as a LostEvent; return how many."""
@@ -70,7 +73,7 @@ class FlowReader(threading.Thread):
     def run(self) -> None:
         next_check = time.monotonic() + self.LOST_CHECK_S
         while not self._stopping.wait(self.DRAIN_S):
-            self.bpf.ring_buffer_consume()
+            self.drain()
             if time.monotonic() >= next_check:
                 next_check = time.monotonic() + self.LOST_CHECK_S
                 self.check_lost()
