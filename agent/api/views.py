@@ -8,12 +8,11 @@ import socket
 import struct
 
 from ..model.identity import RESERVED, IdentityLabels
-from ..model.netpol import PROTOCOLS
+from ..model.netpol import PROTOCOL_NAMES
 from ..model.policy import ANY_PROTO, EGRESS, EP_F_AUDIT, EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, INGRESS
 from ..model.policy import PolicyState
 from .weft import agent_pb2
 
-PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 DIRECTIONS = {INGRESS: "ingress", EGRESS: "egress"}
 # fields holding IPv4 addresses in network byte order, in the structs of bpf/lib/
 ADDRESS_FIELDS = {"saddr", "daddr", "ip", "ipv4", "vip", "client_ip", "rev_nat_addr", "orig_daddr", "node_ip"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .selectors import Selector, SelectorError, parse_selector
 
 PROTOCOLS = {"TCP": 6, "UDP": 17, "SCTP": 132}
+PROTOCOL_NAMES = {number: name for name, number in PROTOCOLS.items()}
 
 
 class PolicyError(ValueError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from .cluster import Cluster, Pod
 from .identity import (FIRST_CIDR_IDENTITY, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_REMOTE_NODE,
                        IDENTITY_WORLD, IdentityAllocator, IdentityLabels)
-from .netpol import IPBlock, NetworkPolicy, PodPeer, PolicyError, PortSpec, Rule, parse_policy
+from .netpol import PROTOCOL_NAMES, IPBlock, NetworkPolicy, PodPeer, PolicyError, PortSpec, Rule, parse_policy
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +303,6 @@ class Selection:
             return [(0, 0)]
         if isinstance(spec.port, int):
             return port_prefixes(spec.port, spec.end_port or spec.port)
-        proto = {6: "TCP", 17: "UDP", 132: "SCTP"}[spec.proto]
+        proto = PROTOCOL_NAMES[spec.proto]
         numbers = {p.port for pod in targets for p in pod.ports if p.name == spec.port and p.protocol == proto}
         return [(n, 16) for n in sorted(numbers)]

@@ -17,6 +17,7 @@ from google.protobuf.wrappers_pb2 import BoolValue
 from ..api.flow import flow_pb2 as pb
 from ..datapath.maps import be32_to_ip as _ip
 from ..model.cluster import Cluster, Pod
+from ..model.identity import IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_WORLD
 from ..model.policy import PolicyState
 
 # Cilium's monitor message types and trace sub-types.
@@ -35,10 +36,6 @@ DROP_POLICY_DENIED = 133
 DIR_INGRESS = 1  # to the pod
 DIR_EGRESS = 2   # from the pod
 
-# Reserved identities (DESIGN.md).
-IDENTITY_HOST = 1
-IDENTITY_WORLD = 2
-IDENTITY_REMOTE_NODE = 6
 
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 
