@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -274,6 +275,35 @@ def probe(source, target, port, protocol, timeout, path, output):
     result = run_probe(netns_name, source, resolve_target(st, target), port, protocol, timeout, path)
     click.echo(json.dumps(result.as_dict()) if output == "json" else result.result)
     sys.exit(0 if result.ok else 1)
+
+
+@lab.command(name="restart-agent")
+@click.argument("nodes", nargs=-1)
+@click.option("--kill", is_flag=True, help="SIGKILL the agent (a crash) instead of SIGTERM.")
+@click.option("--down-for", type=click.FloatRange(0, 600), default=0.0, show_default=True,
+              help="Seconds to leave the node without an agent before starting it again.")
+def restart_agent(nodes, kill, down_for):
+    """Stop and start the agent of NODES (default: every node), then wait until it is synced.
+
+    The datapath stays in force while no agent runs: this is how the lab shows it."""
+    _require_root()
+    try:
+        with lab_state.locked() as st:
+            chosen = [n for n in st.nodes if not nodes or n.name in nodes]
+            unknown = sorted(set(nodes) - {n.name for n in st.nodes})
+            if unknown:
+                fail(f"no node {', '.join(unknown)} in the lab (see `meshctl lab get nodes`)")
+            for node in chosen:
+                if node.agent:
+                    node.agent.kill() if kill else node.agent.stop()
+            click.echo(f"lab: agent {'killed' if kill else 'stopped'} on " + ", ".join(n.name for n in chosen))
+            time.sleep(down_for)
+            for node in chosen:
+                node.agent = _start_agent(st, node)
+    except NoLab as exc:
+        fail(str(exc))
+    _wait_converged(st, AGENT_READY_TIMEOUT)
+    click.echo("lab: agents ready on " + ", ".join(n.name for n in chosen))
 
 
 @lab.command()

@@ -41,6 +41,17 @@ class Proc:
         except psutil.NoSuchProcess:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL at once, as a crash would, and wait until the process is gone."""
+        if self.alive():
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+        deadline = time.monotonic() + 5
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def stop(self, timeout: float = 3.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`. A zombie counts as stopped: its
         parent (not this process, usually) reaps it."""
