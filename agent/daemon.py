@@ -66,6 +66,7 @@ class AgentOptions:
     tls: object | None = None  # api.server.TLSConfig, for a TCP listener
     kubeconfig: Path | None = None  # the Kubernetes API as the source, instead of manifests
     in_cluster: bool = False
+    identity_gc_grace: float = 300.0  # with the API: unused identities are deleted after this
 
 
 class Agent:
@@ -84,7 +85,9 @@ class Agent:
         self.ipr = IPRoute()
         self._ifnames: dict[int, str] = {}
         self.planner = services.ServicePlanner(options.lb_algorithm)
-        self.policy_compiler = PolicyCompiler(FileAllocator(options.identity_file), options.policy_audit)
+        # with the API, identity numbers are agreed cluster-wide; with manifests, in a shared file
+        self.identities = getattr(self.source, "identities", None) or FileAllocator(options.identity_file)
+        self.policy_compiler = PolicyCompiler(self.identities, options.policy_audit)
         self.policy = PolicyState()
         self.policy_problems: list[str] = []  # why the last compilation could not be used
         self.features: list[str] = []
@@ -95,7 +98,8 @@ class Agent:
             return ManifestDir(options.manifests)
         from .sources import kubernetes
 
-        return kubernetes.KubernetesSource(kubernetes.api_client(options.kubeconfig, options.in_cluster))
+        return kubernetes.KubernetesSource(kubernetes.api_client(options.kubeconfig, options.in_cluster),
+                                           gc_grace=options.identity_gc_grace)
 
     def ifname(self, ifindex: int) -> str:
         if ifindex not in self._ifnames:
@@ -253,6 +257,11 @@ class Agent:
             log.info("policy: %d entries written, %d removed in %.3fs",
                      written, removed, time.monotonic() - t0)
 
+    def _identities_changed(self) -> bool:
+        """The cluster settled on other numbers for identities in use (see sources/identities)."""
+        changed = getattr(self.identities, "changed", None)
+        return bool(changed and changed())
+
     def _attach_uplinks(self) -> None:
         for name in self.options.uplinks:
             found = self.ipr.link_lookup(ifname=name)
@@ -279,7 +288,8 @@ class Agent:
                 ep_ids = self.endpoints.ep_ids()
                 self.endpoints.sync(local)
                 if (events or not self.ready or self.endpoints.ep_ids() != ep_ids
-                        or self.policy_maps.errors or self.policy_problems):  # retry what failed
+                        or self.policy_maps.errors or self.policy_problems  # retry what failed
+                        or self._identities_changed()):
                     self._sync_policy(local)
                 node = self.cluster.nodes.get(self.options.node_name)
                 self.node_config.set_ipv4(node.internal_ip if node else "")
@@ -300,6 +310,8 @@ class Agent:
                     gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
                 self.ready = True
                 next_resync = now + RESYNC_S
+            if self.ready and hasattr(self.identities, "collect_garbage") and not self.policy_problems:
+                self.identities.collect_garbage()
             if self.ready and self.ct_gc.maybe_sweep():
                 self.metrics.conntrack.set(self.ct_gc.live)
                 self.metrics.conntrack_gc.inc(self.ct_gc.last_removed)

@@ -63,6 +63,8 @@ from .datapath.loader import DatapathConfig
               default=Path("/var/lib/weft/identities.json"), show_default=True,
               help="With --manifests: where security identities are allocated (agents sharing the file "
               "agree on every number).")
+@click.option("--identity-gc-grace-period", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="With the Kubernetes API: seconds an identity must go unused before it is deleted.")
 @click.option("--export-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write flows to this file as JSON lines (one GetFlowsResponse each), rotated by size.")
 @click.option("--export-file-max-size-mb", default=10.0, show_default=True, help="Rotate the export file at this size.")
@@ -79,7 +81,7 @@ from .datapath.loader import DatapathConfig
 def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key, tls_client_ca, pin_root, ct_map_size,
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
-         ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, export_file,
+         ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, identity_gc_grace_period, export_file,
          export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
@@ -136,6 +138,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
         monitor_interval=monitor_interval,
         policy_audit=policy_audit_mode,
         identity_file=identity_file,
+        identity_gc_grace=identity_gc_grace_period,
         exporter=exporter,
         tls=tls,
     )

@@ -2,6 +2,8 @@
 testing the agent's Kubernetes source with the real client.
 
 It keeps objects per collection with a global resourceVersion, answers lists,
+creates (POST, 409 AlreadyExists on a taken name), reads and deletes of single
+cluster-scoped objects,
 and streams watches as chunked JSON lines from a given resourceVersion: the
 events after it, bookmarks when asked for, and a 410 Gone ERROR event when the
 version is older than what it still remembers (`compact()`). Tests can cut every
@@ -21,6 +23,8 @@ COLLECTIONS = {
     "/api/v1/pods": ("Pod", "v1"),
     "/api/v1/services": ("Service", "v1"),
     "/apis/networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", "networking.k8s.io/v1"),
+    "/apis/discovery.k8s.io/v1/endpointslices": ("EndpointSlice", "discovery.k8s.io/v1"),
+    "/apis/weft.dev/v1/weftidentities": ("WeftIdentity", "weft.dev/v1"),  # cluster-scoped, writable
 }
 PATH_OF = {kind: path for path, (kind, _) in COLLECTIONS.items()}
 
@@ -45,6 +49,12 @@ class FakeAPI:
 
             def do_GET(self):
                 api.handle(self)
+
+            def do_POST(self):
+                api.create(self)
+
+            def do_DELETE(self):
+                api.remove(self)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -95,6 +105,10 @@ class FakeAPI:
             self.lock.notify_all()
             return self.version
 
+    def get(self, kind: str, name: str, namespace: str = "") -> dict | None:
+        with self.lock:
+            return self.objects[PATH_OF[kind]].get((namespace, name))
+
     def compact(self) -> None:
         """Forget the event history: watches from any older version get 410 Gone."""
         with self.lock:
@@ -115,31 +129,67 @@ class FakeAPI:
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         path = url.path
         self.requests.append(h.path)
+        collection, _, name = path.rpartition("/")
+        if path not in COLLECTIONS and collection in COLLECTIONS:
+            with self.lock:
+                found = self.objects[collection].get(("", name))
+            if found is None:
+                self._status(h, 404, "NotFound", f"{name} not found")
+            else:
+                self._reply(h, 200, found)
+            return
         if path not in COLLECTIONS:
-            body = json.dumps({"kind": "Status", "code": 404, "message": f"no {path}"}).encode()
-            h.send_response(404)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(body)))
-            h.end_headers()
-            h.wfile.write(body)
+            self._status(h, 404, "NotFound", f"no {path}")
             return
         if query.get("watch") in ("true", "1"):
             self._watch(h, path, query)
         else:
             self._list(h, path)
 
+    def create(self, h: BaseHTTPRequestHandler) -> None:
+        path = urlparse(h.path).path
+        self.requests.append(f"POST {h.path}")
+        obj = json.loads(h.rfile.read(int(h.headers.get("Content-Length") or 0)) or b"{}")
+        if path not in COLLECTIONS:
+            return self._status(h, 404, "NotFound", f"no {path}")
+        with self.lock:
+            if ("", obj["metadata"]["name"]) in self.objects[path]:
+                return self._status(h, 409, "AlreadyExists", f"{obj['metadata']['name']} already exists")
+            obj["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.put(obj)
+            self._reply(h, 201, self.objects[path][("", obj["metadata"]["name"])])
+
+    def remove(self, h: BaseHTTPRequestHandler) -> None:
+        collection, _, name = urlparse(h.path).path.rpartition("/")
+        self.requests.append(f"DELETE {h.path}")
+        if int(h.headers.get("Content-Length") or 0):
+            h.rfile.read(int(h.headers["Content-Length"]))
+        with self.lock:
+            if collection not in COLLECTIONS or ("", name) not in self.objects[collection]:
+                return self._status(h, 404, "NotFound", f"{name} not found")
+            self.delete(COLLECTIONS[collection][0], name)
+        self._status(h, 200, "", "deleted", status="Success")
+
+    def _status(self, h, code: int, reason: str, message: str, status: str = "Failure") -> None:
+        self._reply(h, code, {"kind": "Status", "apiVersion": "v1", "status": status, "code": code,
+                              "reason": reason, "message": message})
+
+    def _reply(self, h, code: int, obj: dict) -> None:
+        body = json.dumps(obj).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
     def _list(self, h, path: str) -> None:
         kind, api_version = COLLECTIONS[path]
         with self.lock:
             items = [json.loads(json.dumps({k: v for k, v in o.items() if k not in ("kind", "apiVersion")}))
                      for o in self.objects[path].values()]
-            body = json.dumps({"kind": f"{kind}List", "apiVersion": api_version,
-                               "metadata": {"resourceVersion": str(self.version)}, "items": items}).encode()
-        h.send_response(200)
-        h.send_header("Content-Type", "application/json")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        h.wfile.write(body)
+            body = {"kind": f"{kind}List", "apiVersion": api_version,
+                    "metadata": {"resourceVersion": str(self.version)}, "items": items}
+        self._reply(h, 200, body)
 
     def _chunk(self, h, event: dict) -> None:
         data = (json.dumps(event) + "\n").encode()

@@ -165,25 +165,31 @@ class Informer(threading.Thread):
 class KubernetesSource:
     """The source interface the agent polls, fed by one informer per kind."""
 
-    def __init__(self, client, kinds: dict[str, tuple[str, str]] = RESOURCES):
+    def __init__(self, client, kinds: dict[str, tuple[str, str]] = RESOURCES, gc_grace: float | None = None):
         from kubernetes import client as k8s
+
+        from .identities import GC_GRACE_S, ClusterAllocator
 
         self.queue: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
         self.generation = 0
         self.informers = [Informer(kind, getattr(getattr(k8s, group)(client), method), self.queue, self.stopping)
                           for kind, (group, method) in kinds.items()]
+        # the identity numbers every node agrees on, as WeftIdentity objects
+        self.identities = ClusterAllocator(client, self.stopping, GC_GRACE_S if gc_grace is None else gc_grace)
         for informer in self.informers:
             informer.start()
+        self.identities.start()
 
     @property
     def ready(self) -> bool:
-        """Every kind has been listed once: the model is whole and may be programmed."""
-        return all(i.listed.is_set() for i in self.informers)
+        """Every kind and the identities have been listed once: the model is whole
+        and may be programmed."""
+        return all(i.listed.is_set() for i in self.informers) and self.identities.ready
 
     @property
     def errors(self) -> list[str]:
-        return [i.error for i in self.informers if i.error]
+        return [i.error for i in [*self.informers, self.identities.informer] if i.error]
 
     def poll(self) -> list[Event] | None:
         """Events since the last poll; None until every kind is listed, then when there are none."""

@@ -56,7 +56,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agent.main", "--node-name", NODE, "--kubeconfig", str(self.kubeconfig),
              "--listen", self.socket, "--pin-root", PIN_ROOT, "--identity-file", str(self.tmp / "ids.json"),
-             "--metrics-address", self.metrics], stdout=log, stderr=log, start_new_session=True)
+             "--metrics-address", self.metrics, "--identity-gc-grace-period", "2"], stdout=log, stderr=log, start_new_session=True)
 
     def stop(self, sig=signal.SIGTERM) -> None:
         if self.proc and self.proc.poll() is None:
@@ -120,6 +120,23 @@ def test_services_come_from_the_api_and_follow_its_changes(cluster):
     wait(lambda: "10.96.200.2:8080" in agent.frontends(), 10, "a Service added through a watch")
     api.delete("Service", "web", "k")
     wait(lambda: "10.96.200.1:80" not in agent.frontends(), 10, "a Service deleted through a watch")
+
+
+def identities(api) -> dict[str, list[str]]:
+    return {name: obj["spec"]["labels"] for (_, name), obj in api.objects["/apis/weft.dev/v1/weftidentities"].items()}
+
+
+def test_identities_are_weftidentity_objects_and_unused_ones_are_collected(cluster):
+    api, agent = cluster
+    agent.start()
+    found = wait(lambda: {n: l for n, l in identities(api).items() if "k8s:app=web" in l}, what="an identity")
+    (number,) = found
+    assert int(number) >= 256 and "k8s:io.kubernetes.pod.namespace=k" in found[number]
+    shown = json.loads(meshctl("identities", "--server", agent.socket, "-o", "json").stdout)
+    workloads = {str(i["id"]): i["labels"] for i in shown[agent.socket]["identities"] if i["kind"] == "workload"}
+    assert workloads == found, "the agent uses the numbers in the API"
+    api.delete("Pod", "web-1", "k")
+    wait(lambda: number not in identities(api), 20, "the unused identity to be collected")
 
 
 def test_the_pinned_datapath_outlives_the_api_and_a_restart_without_it(cluster):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import yaml
 
+from agent.sources import identities
 from agent.sources.kubernetes import RESOURCES
 
 DAEMONSET = Path(__file__).resolve().parents[2] / "daemonset"
@@ -30,19 +31,21 @@ def test_every_manifest_is_a_kubernetes_object_in_weft_system():
                                          "ConfigMap", "DaemonSet"}
     for d in docs:
         assert d["apiVersion"] and d["metadata"]["name"]
-        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"):
             assert d["metadata"]["namespace"] == "weft-system", d["kind"]
     assert not list(DAEMONSET.glob("*.json")), "kubectl apply -f daemonset/ must find only manifests"
 
 
-def test_rbac_lets_the_agent_list_and_watch_every_kind_it_reads_and_write_nothing_else():
+def test_rbac_lets_the_agent_list_and_watch_every_kind_it_reads_and_write_only_its_identities():
     (role,) = by_kind("ClusterRole")
     granted = {(g, r): set(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"]
                for r in rule["resources"]}
     for kind, (group, _) in RESOURCES.items():
         assert {"list", "watch"} <= granted.get((GROUP_OF[group], PLURAL[kind]), set()), kind
     writes = {key for key, verbs in granted.items() if verbs & {"create", "update", "patch", "delete"}}
-    assert writes == {("", "events")}, "the agent writes only its Events"
+    assert writes == {("", "events"), (identities.GROUP, identities.PLURAL)}, \
+        "the agent writes only its Events and identities"
+    assert granted[(identities.GROUP, identities.PLURAL)] >= {"get", "list", "watch", "create", "delete"}
     (binding,) = by_kind("ClusterRoleBinding")
     (account,) = by_kind("ServiceAccount")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -63,3 +66,15 @@ def test_the_daemonset_runs_the_agent_in_cluster_as_the_node_with_what_bcc_needs
     assert {"/sys/fs/bpf", "/lib/modules", "/usr/src"} <= mounts
     assert agent["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert agent["ports"][0]["containerPort"] == 9962
+
+
+def test_the_identity_crd_is_the_cluster_scoped_resource_the_agent_writes():
+    (crd,) = by_kind("CustomResourceDefinition")
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == f"{identities.PLURAL}.{identities.GROUP}"
+    assert (spec["group"], spec["scope"], spec["names"]["plural"], spec["names"]["kind"]) == \
+        (identities.GROUP, "Cluster", identities.PLURAL, identities.KIND)
+    (version,) = spec["versions"]
+    assert version["name"] == identities.VERSION and version["served"] and version["storage"]
+    labels = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["labels"]
+    assert labels["type"] == "array" and labels["items"]["type"] == "string"
