@@ -118,6 +118,14 @@ def node_from_object(obj: dict) -> Node:
     return Node(obj["metadata"]["name"], ip, spec.get("podCIDR") or "")
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_service(obj: dict) -> str:
+    """The Service an EndpointSlice belongs to, "" when it names none."""
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
+
+
 @dataclass
 class Cluster:
     """Cluster state built from events; this node's view of it."""
@@ -131,6 +139,9 @@ class Cluster:
     _by_ip: dict[str, Pod] = field(default_factory=dict)
     # (namespace, label key, label value) -> keys of the pods carrying it
     _by_label: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)
+    # (namespace, Service name) -> its EndpointSlices by name
+    _slices: dict[tuple[str, str], dict[str, dict]] = field(default_factory=dict)
+    _slice_owner: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, slice) -> Service
 
     def apply(self, event: Event) -> None:
         key, obj = event.key, event.obj
@@ -178,6 +189,23 @@ class Cluster:
             self.nodes.pop(event.key.name, None)
         else:
             self.nodes[event.key.name] = node_from_object(event.obj)
+
+    def _apply_endpointslice(self, event: Event) -> None:
+        ns, name = event.key.namespace, event.key.name
+        before = self._slice_owner.pop((ns, name), None)  # it may have changed Service
+        if before:
+            slices = self._slices[(ns, before)]
+            slices.pop(name, None)
+            if not slices:
+                del self._slices[(ns, before)]
+        service = slice_service(event.obj)
+        if event.type is not EventType.DELETED and service:
+            self._slices.setdefault((ns, service), {})[name] = event.obj
+            self._slice_owner[(ns, name)] = service
+
+    def endpoint_slices(self, namespace: str, service: str) -> list[dict]:
+        """The EndpointSlices of a Service (label kubernetes.io/service-name), by name."""
+        return [obj for _, obj in sorted(self._slices.get((namespace, service), {}).items())]
 
     def local_endpoints(self) -> dict[str, Pod]:
         """Running pods scheduled on this node, with an IP: what the datapath serves."""

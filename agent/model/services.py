@@ -1,9 +1,12 @@
 """Services as the datapath needs them: frontend (VIP, port, protocol) -> backends.
 
-Pure Python over the cluster model. Backends come from the Service's selector
-and the pods it matches, with named targetPorts resolved on each pod. As in
-kube-proxy, terminating pods take no new connections unless no ready pod is
-left, in which case the serving terminating ones do.
+Pure Python over the cluster model. Backends come from the Service's
+EndpointSlices when it has any (the Kubernetes API: the endpoint controller's
+view, or endpoints the operator manages for a Service without a selector);
+otherwise from the Service's selector and the pods it matches, with named
+targetPorts resolved on each pod. As in kube-proxy, terminating endpoints take
+no new connections unless no ready one is left, in which case the serving
+terminating ones do.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from dataclasses import dataclass
 
 from ..sources.objects import ObjectKey
 from .bulk import gc_paused_for
-from .cluster import Cluster, Pod, canonical_ipv4
+from .cluster import Cluster, Pod, canonical_ipv4, slice_service
 
 ALGORITHM_ANNOTATION = "weft.io/lb-algorithm"
 ALGORITHMS = ("random", "maglev")
@@ -71,6 +74,51 @@ def _target_port(pod: Pod, target, protocol: str) -> int | None:
     return None  # this pod does not serve that named port
 
 
+def _pod_backends(pods: list[Pod], target, protocol: str, node_name: str) -> tuple[set, set]:
+    """(ready, serving-but-terminating) backends of a Service port among its pods."""
+    ready, terminating = set(), set()
+    for pod in pods:
+        number = _target_port(pod, target, protocol)
+        if not number:
+            continue
+        backend = Backend(pod.ip, number, protocol, pod.node == node_name)
+        if pod.terminating:
+            terminating.add(backend)
+        elif pod.ready:
+            ready.add(backend)
+    return ready, terminating
+
+
+def _slice_backends(slices: list[dict], port_name: str, protocol: str, node_name: str) -> tuple[set, set]:
+    """(ready, serving-but-terminating) backends of a Service port from its EndpointSlices.
+
+    A slice port matches the Service port by name and protocol; conditions left
+    out mean ready and serving, as the API documents."""
+    ready, terminating = set(), set()
+    for sl in slices:
+        if sl.get("addressType", "IPv4") != "IPv4":
+            continue
+        number = next((p.get("port") for p in sl.get("ports") or [] if isinstance(p, dict)
+                       and (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == protocol), None)
+        if not isinstance(number, int) or not 0 < number < 65536:
+            continue
+        for ep in sl.get("endpoints") or []:
+            if not isinstance(ep, dict):
+                continue
+            ip = next((canonical_ipv4(a) for a in ep.get("addresses") or [] if canonical_ipv4(a)), "")
+            if not ip:
+                continue
+            cond = ep.get("conditions") or {}
+            is_ready = cond.get("ready") is not False
+            backend = Backend(ip, number, protocol, ep.get("nodeName") == node_name)
+            if cond.get("terminating"):
+                if cond.get("serving", is_ready) is not False:
+                    terminating.add(backend)
+            elif is_ready:
+                ready.add(backend)
+    return ready, terminating
+
+
 def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
                       default_algorithm: str = "random") -> list[ServiceFrontend]:
     """The frontends of one Service as this node serves them.
@@ -86,8 +134,9 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
         if isinstance(i, dict)] if canonical_ipv4(ip)]
     node = cluster.nodes.get(cluster.node_name)
     node_ip = node.internal_ip if node else ""
-    selector = spec.get("selector") or {}
-    pods = [p for p in cluster.select_pods(key.namespace, selector) if p.running]
+    slices = cluster.endpoint_slices(key.namespace, key.name)
+    pods = [] if slices else [p for p in cluster.select_pods(key.namespace, spec.get("selector") or {})
+                              if p.running]
     affinity = 0
     if spec.get("sessionAffinity") == "ClientIP":
         cfg = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
@@ -107,17 +156,11 @@ def service_frontends(key: ObjectKey, obj: dict, cluster: Cluster,
         protocol = port.get("protocol") or "TCP"
         if protocol not in ("TCP", "UDP"):
             continue
-        target = port.get("targetPort", port["port"])
-        ready, terminating = set(), set()
-        for pod in pods:
-            number = _target_port(pod, target, protocol)
-            if not number:
-                continue
-            backend = Backend(pod.ip, number, protocol, pod.node == cluster.node_name)
-            if pod.terminating:
-                terminating.add(backend)
-            elif pod.ready:
-                ready.add(backend)
+        if slices:
+            ready, terminating = _slice_backends(slices, port.get("name") or "", protocol, cluster.node_name)
+        else:
+            ready, terminating = _pod_backends(pods, port.get("targetPort", port["port"]), protocol,
+                                               cluster.node_name)
         every = tuple(sorted(ready or terminating))
         local = tuple(b for b in every if b.local)
 
@@ -161,6 +204,7 @@ class ServicePlanner:
         # only be selected by Services indexed under one of its own labels
         self._by_term: dict[tuple[str, str, str], set[ObjectKey]] = {}
         self._pod_labels: dict[str, dict[str, str]] = {}
+        self._slice_owner: dict[ObjectKey, str] = {}  # EndpointSlice -> the Service it names
 
     def _dirty(self, cluster: Cluster, events) -> set[ObjectKey]:
         dirty: set[ObjectKey] = set()
@@ -171,6 +215,12 @@ class ServicePlanner:
             elif key.kind == "Service":
                 dirty.add(key)
                 self._index_selector(key, ((cluster.objects.get(key) or {}).get("spec") or {}).get("selector"))
+            elif key.kind == "EndpointSlice":
+                before = self._slice_owner.pop(key, "")
+                after = "" if event.type.value == "DELETED" else slice_service(event.obj)
+                if after:
+                    self._slice_owner[key] = after
+                dirty.update(ObjectKey("Service", key.namespace, name) for name in (before, after) if name)
             elif key.kind == "Pod":
                 pod_key = f"{key.namespace}/{key.name}"
                 before = self._pod_labels.pop(pod_key, {})

@@ -32,6 +32,7 @@ RESOURCES = {
     "Node": ("CoreV1Api", "list_node"),
     "Pod": ("CoreV1Api", "list_pod_for_all_namespaces"),
     "Service": ("CoreV1Api", "list_service_for_all_namespaces"),
+    "EndpointSlice": ("DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
     "NetworkPolicy": ("NetworkingV1Api", "list_network_policy_for_all_namespaces"),
 }
 WATCH_TIMEOUT_S = 300   # the server ends a watch after this; the informer resumes it

@@ -122,6 +122,25 @@ def test_services_come_from_the_api_and_follow_its_changes(cluster):
     wait(lambda: "10.96.200.1:80" not in agent.frontends(), 10, "a Service deleted through a watch")
 
 
+def test_a_service_without_selector_gets_the_backends_of_its_endpoint_slices(cluster):
+    api, agent = cluster
+    agent.start()
+    wait(lambda: agent.status().get("ready"), what="the agent to be ready")
+    api.put({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db", "namespace": "k"},
+             "spec": {"clusterIP": "10.96.200.5", "ports": [{"name": "pg", "port": 5432}]}})
+    api.put({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+             "metadata": {"name": "db-1", "namespace": "k", "labels": {"kubernetes.io/service-name": "db"}},
+             "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}],
+             "endpoints": [{"addresses": ["192.0.2.50"], "conditions": {"ready": True}}]})
+
+    def backends() -> list[str]:
+        out = json.loads(meshctl("services", "--server", agent.socket, "-o", "json").stdout)
+        return [f"{b['ip']}:{b['port']}" for f in out.get(agent.socket, []) if f["ip"] == "10.96.200.5"
+                for b in f.get("backends", [])]
+    assert wait(backends, 10, "the slice's endpoint as a backend") == ["192.0.2.50:5432"]
+    assert "vip=10.96.200.5" in agent.pinned_services(), "programmed into the datapath"
+
+
 def identities(api) -> dict[str, list[str]]:
     return {name: obj["spec"]["labels"] for (_, name), obj in api.objects["/apis/weft.dev/v1/weftidentities"].items()}
 

@@ -9,9 +9,9 @@ from agent.sources import identities
 from agent.sources.kubernetes import RESOURCES
 
 DAEMONSET = Path(__file__).resolve().parents[2] / "daemonset"
-GROUP_OF = {"CoreV1Api": "", "NetworkingV1Api": "networking.k8s.io"}
+GROUP_OF = {"CoreV1Api": "", "NetworkingV1Api": "networking.k8s.io", "DiscoveryV1Api": "discovery.k8s.io"}
 PLURAL = {"Namespace": "namespaces", "Node": "nodes", "Pod": "pods", "Service": "services",
-          "NetworkPolicy": "networkpolicies"}
+          "NetworkPolicy": "networkpolicies", "EndpointSlice": "endpointslices"}
 
 
 def manifests() -> list[dict]:

@@ -151,6 +151,13 @@ def test_incremental_planner_always_equals_a_full_plan():
                      ready=rng.random() > 0.2, deleting=rng.random() < 0.1)
             if rng.random() < 0.2:
                 ev = Event(EventType.DELETED, ev.key, ev.obj)
+        elif choice < 0.7:
+            i = rng.randrange(6)
+            ev = endpoint_slice(f"sl{i}", f"s{rng.randrange(5)}",
+                                [{"addresses": [f"10.244.2.{j + 2}"], "conditions": {"ready": rng.random() > 0.3}}
+                                 for j in range(rng.randrange(3))], ns=rng.choice(["x", "y"]))
+            if rng.random() < 0.3:
+                ev = Event(EventType.DELETED, ev.key, ev.obj)
         else:
             i = rng.randrange(5)
             spec = {"selector": {"app": rng.choice(apps)}, "clusterIP": f"10.96.0.{i + 10}",
@@ -163,6 +170,54 @@ def test_incremental_planner_always_equals_a_full_plan():
         assert planner.plan == plan(c), f"diverged at step {step}"
         for fe, sf in changes.items():
             assert planner.plan.get(fe) == sf
+
+
+def endpoint_slice(name, service_name, endpoints, ports=(("http", 8080, "TCP"),), ns="x", address_type="IPv4"):
+    return Event(EventType.ADDED, ObjectKey("EndpointSlice", ns, name), {
+        "kind": "EndpointSlice", "addressType": address_type,
+        "metadata": {"name": name, "namespace": ns, "labels": {"kubernetes.io/service-name": service_name}},
+        "ports": [{"name": n, "port": p, "protocol": proto} for n, p, proto in ports],
+        "endpoints": endpoints})
+
+
+def test_endpoint_slices_are_the_backends_when_a_service_has_them():
+    c = cluster(pod("a", "10.244.1.2", {"app": "web"}),  # selected, but the slices win
+                service("web", WEB),
+                endpoint_slice("web-abc", "web", [
+                    {"addresses": ["10.244.2.7"], "nodeName": "n1"},  # no conditions: ready
+                    {"addresses": ["10.244.2.8"], "nodeName": "n2", "conditions": {"ready": True}},
+                    {"addresses": ["10.244.2.9"], "conditions": {"ready": False}},
+                    {"addresses": ["10.244.2.10"], "conditions": {"ready": False, "serving": True, "terminating": True}},
+                ]),
+                endpoint_slice("web-def", "web", [{"addresses": ["10.244.3.1"]}], ports=(("http", 9090, "TCP"),)),
+                endpoint_slice("web-v6", "web", [{"addresses": ["fd00::1"]}], address_type="IPv6"),
+                endpoint_slice("other", "db", [{"addresses": ["10.244.9.9"]}]))
+    sf = plan(c)[Frontend("10.96.0.10", 80, "TCP")]
+    assert sf.backends == (Backend("10.244.2.7", 8080, "TCP", local=True), Backend("10.244.2.8", 8080, "TCP"),
+                           Backend("10.244.3.1", 9090, "TCP"))
+
+
+def test_a_service_without_selector_uses_its_slices_terminating_ones_as_a_last_resort():
+    spec = {"clusterIP": "10.96.0.20", "ports": [{"name": "", "port": 5432, "protocol": "TCP"}]}
+    c = cluster(service("pg", spec),
+                endpoint_slice("pg-1", "pg", [{"addresses": ["192.0.2.5"], "conditions": {
+                    "ready": False, "serving": True, "terminating": True}},
+                    {"addresses": ["192.0.2.6"], "conditions": {"ready": False, "serving": False, "terminating": True}}],
+                    ports=(("", 5432, "TCP"),)))
+    assert plan(c)[Frontend("10.96.0.20", 5432, "TCP")].backends == (Backend("192.0.2.5", 5432, "TCP"),)
+
+
+def test_a_deleted_slice_gives_the_service_back_to_its_selector():
+    from agent.model.services import ServicePlanner
+
+    sl = endpoint_slice("web-abc", "web", [{"addresses": ["10.244.2.7"]}])
+    c, planner = cluster(pod("a", "10.244.1.2", {"app": "web"}), service("web", WEB)), ServicePlanner()
+    planner.update(c, [])
+    for ev in (service("web", WEB), sl, Event(EventType.DELETED, sl.key, sl.obj)):
+        c.apply(ev)
+        planner.update(c, [ev])
+        assert planner.plan == plan(c)
+    assert planner.plan[Frontend("10.96.0.10", 80, "TCP")].backends == (Backend("10.244.1.2", 8080, "TCP", True),)
 
 
 def node_event(name="n1", ip="172.18.0.11"):
