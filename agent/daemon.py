@@ -22,7 +22,7 @@ from . import __version__
 from .api import server as api_server
 from .api import views
 from .api.weft import agent_pb2
-from .datapath import preflight, tc
+from .datapath import migrate, preflight, tc
 from .datapath.conntrack import ConntrackGC
 from .datapath.endpoints import EndpointManager
 from .datapath.errors import DatapathError
@@ -183,6 +183,9 @@ class Agent:
         self.programs = PodPrograms(self.options.datapath)
         log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
                  time.monotonic() - t0, self.options.datapath.pin_dir)
+        # an ABI upgrade: carry the previous version's entries into the new maps first
+        self.migration = migrate.copy_from_previous(self.options.node_name, self.options.datapath.pin_root,
+                                                    self._map_fd)
         self.endpoints = EndpointManager(self.programs, self.ipr)
         self.lb = LBMaps(self.programs)
         self.node_config = NodeConfig(self.programs, self.options.monitor_aggregation,
@@ -190,7 +193,6 @@ class Agent:
         self.ct_gc = ConntrackGC(self.programs)
         self.policy_maps = PolicyMaps(self.programs)
         self.health = HealthChecks()
-        self._attach_uplinks()
         decoder = FlowDecoder(self.options.node_name, self.cluster, self.ifname, self.service_of,
                               lambda: self.policy)
         self.reader = FlowReader(self.programs.bpf, decoder, self.store)
@@ -257,6 +259,20 @@ class Agent:
             log.info("policy: %d entries written, %d removed in %.3fs",
                      written, removed, time.monotonic() - t0)
 
+    def _map_fd(self, name: str) -> int:
+        return self.programs.table(name).map_fd
+
+    def _attach_programs(self) -> None:
+        """Replace the running programs with this agent's, once every map is written."""
+        before = migrate.catch_up(self.migration, self._map_fd)
+        self.endpoints.attach_pending()
+        self._attach_uplinks()
+        if self.migration:
+            after = migrate.catch_up(self.migration, self._map_fd)
+            migrate.finish(self.migration)
+            log.info("upgrade from ABI v%d complete; %d entries opened meanwhile carried over",
+                     self.migration.from_version, sum(before.values()) + sum(after.values()))
+
     def _identities_changed(self) -> bool:
         """The cluster settled on other numbers for identities in use (see sources/identities)."""
         changed = getattr(self.identities, "changed", None)
@@ -286,7 +302,7 @@ class Agent:
                     self._ifnames.clear()
                 local = self.cluster.local_endpoints()
                 ep_ids = self.endpoints.ep_ids()
-                self.endpoints.sync(local)
+                self.endpoints.sync(local, attach=self.ready)  # first sync: maps first, programs last
                 if (events or not self.ready or self.endpoints.ep_ids() != ep_ids
                         or self.policy_maps.errors or self.policy_problems  # retry what failed
                         or self._identities_changed()):
@@ -302,6 +318,8 @@ class Agent:
                     self.lb.apply(changes)
                 if changes or not self.ready:
                     self.health.sync(wanted_from_plan(self.planner.plan))
+                if not self.ready:
+                    self._attach_programs()
                 self._update_metrics()
                 if events:
                     self.metrics.sync_seconds.observe(time.monotonic() - now)

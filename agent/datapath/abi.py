@@ -20,6 +20,24 @@ def abi_version() -> int:
     return int(match.group(1))
 
 
+@cache
+def layout_versions() -> dict[str, int]:
+    """Pinned map name -> the ABI version at which its layout last changed."""
+    text = (SOURCE_DIR / "lib" / "abi.h").read_text()
+    return {name: int(v) for name, v in re.findall(r"^#define\s+WEFT_LAYOUT_(\w+)\s+(\d+)\s*$", text, re.M)}
+
+
+def older_pin_dirs(node: str, root: Path = PIN_ROOT) -> list[tuple[int, Path]]:
+    """(version, directory) of this node's pins from older ABI versions, newest first."""
+    base = node_pin_root(node, root)
+    found = []
+    for path in base.iterdir() if base.exists() else []:
+        match = re.fullmatch(r"v(\d+)", path.name)
+        if match and int(match.group(1)) < abi_version():
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
 def node_pin_root(node: str, root: Path = PIN_ROOT) -> Path:
     """Everything a node's agent pins, across ABI versions."""
     if not node or "/" in node or node in (".", ".."):

@@ -60,8 +60,12 @@ class EndpointManager:
         self.endpoints: dict[str, Endpoint] = {}
         self.errors: list[str] = []
 
-    def sync(self, desired: dict[str, Pod]) -> list[str]:
-        """Make the datapath serve exactly `desired`; return what could not be done."""
+    def sync(self, desired: dict[str, Pod], attach: bool = True) -> list[str]:
+        """Make the datapath serve exactly `desired`; return what could not be done.
+
+        With attach=False, endpoint records are written but programs are not
+        attached yet (`attach_pending`): the agent's first sync writes every map
+        before its programs replace the ones running."""
         errors: list[str] = []
         routes = pod_routes(self.ipr)
         wanted: dict[int, tuple[Pod, str]] = {}
@@ -89,7 +93,7 @@ class EndpointManager:
                     errors.append(f"pod {pod.key}: {exc}")
                     continue
                 self.records[ifindex] = record
-            if ifindex not in self.attached:
+            if ifindex not in self.attached and attach:
                 try:
                     self._attach(ifindex)
                 except NetlinkError as exc:
@@ -101,6 +105,18 @@ class EndpointManager:
                 log.warning("%s", message)
         self.errors = errors
         return errors
+
+    def attach_pending(self) -> None:
+        """Attach the programs to every endpoint not attached yet."""
+        for key, ep in list(self.endpoints.items()):
+            if ep.attached:
+                continue
+            try:
+                self._attach(ep.ifindex)
+            except NetlinkError as exc:
+                self.errors.append(f"pod {key}: attaching to {ep.ifname} failed: {exc}")
+                continue
+            self.endpoints[key] = replace(ep, attached=True)
 
     def ep_ids(self) -> dict[str, int]:
         return {key: ep.record.ep_id for key, ep in self.endpoints.items()}
