@@ -113,7 +113,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	if (ret == CT_NEW && ct_create(&pkt, dir, &nat) == CT_CREATE_FAILED)
 		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
 	if (ret != CT_UNTRACKED && (policy.verdict == POLICY_AUDITED ||
-				    flow_worth_reporting(ret, entry, &pkt))) {
+				    flow_worth_reporting(ret, entry, &pkt, dir))) {
 		u8 verdict = policy.verdict == POLICY_AUDITED ? VERDICT_AUDIT : VERDICT_FORWARDED;
 		u16 reason = policy.verdict == POLICY_AUDITED ? DROP_POLICY_DENIED : REASON_FORWARDED;
 

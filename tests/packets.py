@@ -6,7 +6,7 @@ import struct
 
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
-TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST = 0x02, 0x10, 0x01, 0x04
+TCP_SYN, TCP_ACK, TCP_FIN, TCP_RST, TCP_PSH = 0x02, 0x10, 0x01, 0x04, 0x08
 
 
 def checksum(data: bytes) -> int:

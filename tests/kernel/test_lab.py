@@ -125,13 +125,18 @@ def test_flows_report_each_side_of_a_cross_node_connection(lab, protocol, port):
     if protocol == "udp":
         assert len(found) == 2 and len(answers) == 2, "medium: a UDP exchange is one record a side"
         return
-    # medium aggregation: each flag combination once per endpoint and direction, SYN-ACK first back
+    # medium aggregation: each flag once where packets leave a pod (a's on node-1, c's answers on
+    # node-2); where they enter one, only the new connection and the first answer
+    flags = {}
     for node in ("node-1", "node-2"):
         sent = [tuple(sorted(f["flow"]["l4"]["TCP"]["flags"])) for f in found if f["flow"]["nodeName"] == node]
         back = [tuple(sorted(f["flow"]["l4"]["TCP"]["flags"])) for f in answers if f["flow"]["nodeName"] == node]
         assert len(sent) == len(set(sent)) and len(back) == len(set(back)), (sent, back)
         assert sent[0] == ("SYN",) and back[0] == ("ACK", "SYN")
-        assert ("ACK", "FIN") in sent
+        flags[node] = (sent, back)
+    assert ("ACK", "FIN") in flags["node-1"][0], "a's FIN, where it left a"
+    assert flags["node-2"][0] == [("SYN",)], "a's packets entering c: only the new connection"
+    assert flags["node-1"][1] == [("ACK", "SYN")], "c's answers entering a: only the first"
 
 
 def test_flow_filters_and_output_formats(lab):

@@ -67,6 +67,25 @@ def test_medium_reports_first_seen_tcp_flags_per_direction(pod_programs, events,
                    (pk.TCP_ACK | pk.TCP_FIN, 0, 3)]
 
 
+def test_medium_reports_state_changes_where_packets_leave_a_pod_and_only_news_where_they_enter(
+        pod_programs, events, aggregation):
+    aggregation("medium", 3600)
+    client, server = "10.1.6.1", "10.1.6.2"
+    # the pod is the server: the client's packets enter it (to_pod), its answers leave it (from_pod)
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_SYN))              # new: reported
+    run(pod_programs.from_pod.fd, tcp(server, client, 80, 40002, pk.TCP_SYN | pk.TCP_ACK))  # first reply
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_ACK))              # the client's side:
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_ACK | pk.TCP_PSH))  # reported where it
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_ACK | pk.TCP_FIN))  # left the client
+    run(pod_programs.from_pod.fd, tcp(server, client, 80, 40002, pk.TCP_ACK | pk.TCP_FIN))  # the server's FIN
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_RST))              # a reset: always
+    run(pod_programs.to_pod.fd, tcp(client, server, 40002, 80, pk.TCP_RST))              # once
+    got = [(e["tcp_flags"], e["is_reply"], e["direction"]) for e in events()
+           if ip_u32(client) in (e["saddr"], e["daddr"])]
+    assert got == [(pk.TCP_SYN, 0, DIR_INGRESS), (pk.TCP_SYN | pk.TCP_ACK, 1, DIR_EGRESS),
+                   (pk.TCP_ACK | pk.TCP_FIN, 1, DIR_EGRESS), (pk.TCP_RST, 0, DIR_INGRESS)]
+
+
 def test_medium_reports_the_first_reply_of_any_protocol(pod_programs, events, aggregation):
     aggregation("medium", 3600)
     run(pod_programs.from_pod.fd, pk.udp_packet("10.1.4.1", "10.1.4.2", 5000, 53))
