@@ -99,7 +99,7 @@ class LBMaps:
         for fe, sf in sorted(changes.items()):
             old = self.written.get(fe)
             if sf is None:
-                planned[fe] = (None, old)
+                planned[fe] = (None, None)  # no new entry: deleted below, `old` retired
                 continue
             ids = tuple(self._backend_id(b, backends) for b in sf.backends)
             flags = (FLAG_MAGLEV if sf.algorithm == "maglev" and ids else 0) | \

@@ -54,6 +54,16 @@ def test_dnat_to_a_backend_with_valid_checksums(pod_programs, lb):
     assert out.ip_checksum_ok() and out.l4_checksum_ok()
 
 
+def test_a_removed_service_leaves_the_datapath_with_its_slots_and_backends(pod_programs, lb):
+    lb.sync(web([B1, B2]))
+    assert backend_of(pod_programs, 40101).dst in {B1.ip, B2.ip}
+    lb.apply({fe: None for fe in web([])})
+    for name in ("weft_lb4_services", "weft_lb4_slots", "weft_lb4_backends"):
+        assert len(list(pod_programs.table(name).keys())) == 0, f"{name} still holds the removed Service"
+    out = backend_of(pod_programs, 40102)
+    assert (out.dst, out.dport) == (VIP, 80), "a new connection to the old VIP is no longer translated"
+
+
 def test_udp_dnat_and_reverse_nat(pod_programs, lb):
     u1 = Backend("10.244.9.21", 5353, "UDP")
     lb.sync(web([u1], port=53, protocol="UDP"))
