@@ -21,13 +21,16 @@ class Event:
 
 
 def diff(old: dict[ObjectKey, dict], new: dict[ObjectKey, dict]) -> list[Event]:
-    """The events that turn state `old` into state `new`, in a stable order."""
+    """The events that turn state `old` into state `new`, in a stable order.
+
+    Objects carried over unchanged are the same Python objects, so an identity
+    check skips comparing them, and only changed keys are sorted: one change
+    among 60,000 objects costs a pass over the keys, not a sort and deep compare."""
     events = []
     for key in sorted(old.keys() - new.keys()):
         events.append(Event(EventType.DELETED, key, old[key]))
-    for key in sorted(new.keys()):
-        if key not in old:
-            events.append(Event(EventType.ADDED, key, new[key]))
-        elif old[key] != new[key]:
-            events.append(Event(EventType.MODIFIED, key, new[key]))
+    changed = [key for key, obj in new.items()
+               if key not in old or (old[key] is not obj and old[key] != obj)]
+    for key in sorted(changed):
+        events.append(Event(EventType.ADDED if key not in old else EventType.MODIFIED, key, new[key]))
     return events

@@ -1,7 +1,9 @@
 """The manifests source: a directory of multi-document YAML, watched for changes.
 
 Each poll compares the directory's listing (names, sizes, mtimes) with the last
-one and rereads only when it changed. A file that fails to parse keeps the
+one and rereads only the files that changed, so one edited Service among tens of
+thousands costs its own file's parse. `.json` files are read with the JSON
+parser (a tenth of YAML's cost for the same objects). A file that fails to parse keeps the
 objects it last yielded, so a half-saved edit does not delete running pods; an
 invalid object is skipped. Both are reported with the file and document.
 
@@ -16,6 +18,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import json
+
 import yaml
 
 from .events import Event, diff
@@ -25,17 +29,29 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 GENERATION_FILE = ".generation"
+# libyaml's parser where PyYAML was built with it: several times faster
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_documents(text: str, origin: str) -> list:
+    if origin.endswith(".json"):
+        try:
+            return [json.loads(text)]
+        except ValueError as exc:
+            raise ManifestError(origin, f"not valid JSON: {exc}") from None
+    try:
+        return list(yaml.load_all(text, Loader=YAML_LOADER))
+    except yaml.YAMLError as exc:
+        raise ManifestError(origin, f"not valid YAML: {exc}") from None
 
 
 def parse_text(text: str, origin: str) -> tuple[dict[ObjectKey, dict], list[str]]:
-    """Every valid object of one multi-document YAML text, and an error per bad one.
+    """Every valid object of one multi-document YAML text (or a JSON one, by the
+    origin's suffix), and an error per bad one.
 
-    Raises ManifestError when the text is not YAML at all.
+    Raises ManifestError when the text does not parse at all.
     """
-    try:
-        docs = list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise ManifestError(origin, f"not valid YAML: {exc}") from None
+    docs = load_documents(text, origin)
     objects: dict[ObjectKey, dict] = {}
     errors: list[str] = []
     for index, doc in enumerate(docs, start=1):
@@ -69,6 +85,7 @@ class ManifestDir:
     path: Path
     _listing: tuple = field(default=(), init=False)
     _per_file: dict[str, dict[ObjectKey, dict]] = field(default_factory=dict, init=False)
+    _file_errors: dict[str, list[str]] = field(default_factory=dict, init=False)
     _state: dict[ObjectKey, dict] = field(default_factory=dict, init=False)
     errors: list[str] = field(default_factory=list, init=False)
     generation: int = field(default=0, init=False)
@@ -96,19 +113,25 @@ class ManifestDir:
         listing = self._scan()
         if listing == self._listing and self._listing:
             return None
+        unchanged = set(self._listing) & set(listing)
         self._listing = listing
         generation = self._read_generation()
         errors: list[str] = []
         per_file: dict[str, dict[ObjectKey, dict]] = {}
-        for name, *_ in listing:
+        file_errors: dict[str, list[str]] = {}
+        for entry in listing:
+            name = entry[0]
             if name == GENERATION_FILE:
                 continue
-            try:
-                per_file[name], file_errors = parse_file(self.path / name)
-                errors.extend(file_errors)
-            except ManifestError as exc:
-                errors.append(f"{exc}; keeping what it held before")
-                per_file[name] = self._per_file.get(name, {})
+            if entry in unchanged and name in self._per_file:
+                per_file[name], file_errors[name] = self._per_file[name], self._file_errors.get(name, [])
+            else:
+                try:
+                    per_file[name], file_errors[name] = parse_file(self.path / name)
+                except ManifestError as exc:
+                    file_errors[name] = [f"{exc}; keeping what it held before"]
+                    per_file[name] = self._per_file.get(name, {})
+            errors.extend(file_errors[name])
         state: dict[ObjectKey, dict] = {}
         for name in sorted(per_file):
             for key, obj in per_file[name].items():
@@ -120,7 +143,7 @@ class ManifestDir:
             if message not in self.errors:
                 log.error("%s", message)
         self.errors = errors
-        self._per_file = per_file
+        self._per_file, self._file_errors = per_file, file_errors
         events = diff(self._state, state)
         self._state = state
         self.generation = generation

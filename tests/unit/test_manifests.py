@@ -109,3 +109,31 @@ def test_generation_is_read_with_the_manifests(tmp_path):
 def test_missing_directory_is_empty_not_fatal(tmp_path):
     source = ManifestDir(tmp_path / "absent")
     assert source.poll() == []
+
+
+def test_only_changed_files_are_reread(tmp_path, monkeypatch):
+    from agent.sources import manifests
+
+    for i in range(3):
+        (tmp_path / f"{i}.yaml").write_text(POD % (f"p{i}", "a", i + 2))
+    source = ManifestDir(tmp_path)
+    source.poll()
+    read = []
+    real = manifests.parse_file
+    monkeypatch.setattr(manifests, "parse_file", lambda path: read.append(path.name) or real(path))
+    _touch_later(tmp_path / "1.yaml", POD % ("p1", "changed", 3))
+    events = source.poll()
+    assert read == ["1.yaml"], "the other files' objects are kept from the last read"
+    assert [(e.type, e.key.name) for e in events] == [(EventType.MODIFIED, "p1")]
+
+
+def test_json_manifests_are_read_and_their_errors_named(tmp_path):
+    import json
+
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j", "namespace": "x"},
+           "spec": {"nodeName": "n1"}, "status": {"podIP": "10.244.1.9"}}
+    (tmp_path / "list.json").write_text(json.dumps({"kind": "List", "items": [pod]}))
+    source = ManifestDir(tmp_path)
+    assert [e.key.name for e in source.poll()] == ["j"]
+    _touch_later(tmp_path / "list.json", '{"kind": "List", "items": [')
+    assert source.poll() == [] and "list.json: not valid JSON" in source.errors[0]
