@@ -33,6 +33,7 @@ from .datapath.policy_maps import PolicyMaps
 from .healthcheck import HealthChecks, wanted_from_plan
 from .metrics import AgentMetrics
 from .model import services
+from .model.bulk import BULK, gc_paused_for
 from .model.cluster import Cluster
 from .model.identity import FileAllocator
 from .model.policy import EP_F_EGRESS_ENFORCED, EP_F_INGRESS_ENFORCED, PolicyCompiler, PolicyState
@@ -69,6 +70,9 @@ class AgentOptions:
     identity_gc_grace: float = 300.0  # with the API: unused identities are deleted after this
 
 
+SERVICE_KINDS = {"Service", "EndpointSlice"}
+
+
 class Agent:
     def __init__(self, options: AgentOptions):
         self.options = options
@@ -90,6 +94,7 @@ class Agent:
         self.policy_compiler = PolicyCompiler(self.identities, options.policy_audit)
         self.policy = PolicyState()
         self.policy_problems: list[str] = []  # why the last compilation could not be used
+        self._health_checked: set = set()  # frontends with a health-check node port
         self.features: list[str] = []
 
     @staticmethod
@@ -225,7 +230,7 @@ class Agent:
                                                getattr(exc, "reason", "error")).inc()
             writer.failed_writes.clear()
         for scope in (services.PODS, services.EXTERNAL):
-            self.metrics.frontends.labels(scope).set(sum(1 for fe in self.planner.plan if fe.scope == scope))
+            self.metrics.frontends.labels(scope).set(self.planner.scope_counts[scope])
         self.metrics.endpoints.set(sum(1 for e in self.endpoints.endpoints.values() if e.attached))
         self.metrics.identities.set(len(self.policy.identities))
         self.metrics.policy_entries.set(len(self.policy_maps.written_policy))
@@ -290,43 +295,16 @@ class Agent:
     def _loop(self) -> None:
         next_resync = 0.0
         while not self.stopping.is_set():
-            events = self.source.poll()
+            with gc_paused_for(BULK):  # a poll may parse tens of thousands of objects
+                events = self.source.poll()
             if not getattr(self.source, "ready", True):
                 # the model is not whole yet: the pinned datapath stays as it is
                 self.stopping.wait(self.options.poll_interval)
                 continue
             now = time.monotonic()
             if events is not None or now >= next_resync or self.endpoints.errors:
-                if events:
-                    self.cluster.apply_all(events)
-                    self._ifnames.clear()
-                local = self.cluster.local_endpoints()
-                ep_ids = self.endpoints.ep_ids()
-                self.endpoints.sync(local, attach=self.ready)  # first sync: maps first, programs last
-                if (events or not self.ready or self.endpoints.ep_ids() != ep_ids
-                        or self.policy_maps.errors or self.policy_problems  # retry what failed
-                        or self._identities_changed()):
-                    self._sync_policy(local)
-                node = self.cluster.nodes.get(self.options.node_name)
-                self.node_config.set_ipv4(node.internal_ip if node else "")
-                changes = self.planner.update(self.cluster, events) if events else {}
-                if not self.ready:
-                    # first sync: a full diff against the adopted pins removes the
-                    # Services deleted while no agent was running
-                    self.lb.sync(self.planner.plan)
-                elif changes:
-                    self.lb.apply(changes)
-                if changes or not self.ready:
-                    self.health.sync(wanted_from_plan(self.planner.plan))
-                if not self.ready:
-                    self._attach_programs()
-                self._update_metrics()
-                if events:
-                    self.metrics.sync_seconds.observe(time.monotonic() - now)
-                self.synced_generation = self.source.generation
-                if not self.ready:
-                    gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
-                self.ready = True
+                with gc_paused_for(len(events or ())):
+                    self._sync(events, now)
                 next_resync = now + RESYNC_S
             if self.ready and hasattr(self.identities, "collect_garbage") and not self.policy_problems:
                 self.identities.collect_garbage()
@@ -334,6 +312,46 @@ class Agent:
                 self.metrics.conntrack.set(self.ct_gc.live)
                 self.metrics.conntrack_gc.inc(self.ct_gc.last_removed)
             self.stopping.wait(self.options.poll_interval)
+
+    def _sync(self, events, now: float) -> None:
+        """Bring the datapath to the model after `events` (None: a periodic resync)."""
+        if events:
+            self.cluster.apply_all(events)
+            self._ifnames.clear()
+        # Services and their slices change neither endpoints nor policy: a change
+        # among 30,000 of them costs its own planning, not a pass over everything
+        services_only = bool(events) and all(e.key.kind in SERVICE_KINDS for e in events)
+        local = self.cluster.local_endpoints()
+        ep_ids = self.endpoints.ep_ids()
+        if not services_only or not self.ready or self.endpoints.errors:
+            self.endpoints.sync(local, attach=self.ready)  # first sync: maps first, programs last
+        if ((events and not services_only) or not self.ready
+                or self.endpoints.ep_ids() != ep_ids
+                or self.policy_maps.errors or self.policy_problems  # retry what failed
+                or self._identities_changed()):
+            self._sync_policy(local)
+        node = self.cluster.nodes.get(self.options.node_name)
+        self.node_config.set_ipv4(node.internal_ip if node else "")
+        changes = self.planner.update(self.cluster, events) if events else {}
+        if not self.ready:
+            # first sync: a full diff against the adopted pins removes the
+            # Services deleted while no agent was running
+            self.lb.sync(self.planner.plan)
+        elif changes:
+            self.lb.apply(changes)
+        if not self.ready or any(fe in self._health_checked or (sf and sf.health_check_port)
+                                 for fe, sf in changes.items()):
+            self._health_checked = {fe for fe, sf in self.planner.plan.items() if sf.health_check_port}
+            self.health.sync(wanted_from_plan({fe: self.planner.plan[fe] for fe in self._health_checked}))
+        if not self.ready:
+            self._attach_programs()
+        self._update_metrics()
+        if events:
+            self.metrics.sync_seconds.observe(time.monotonic() - now)
+        self.synced_generation = self.source.generation
+        if not self.ready:
+            gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
+        self.ready = True
 
     def _shutdown(self) -> None:
         log.info("stopping")

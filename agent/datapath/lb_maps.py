@@ -50,11 +50,15 @@ class LBMaps:
         self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
         self.stale: set[Frontend] = set()  # frontends whose last change could not be written
         self.backend_ids: dict[Backend, int] = {}
+        self._by_id: dict[int, Backend] = {}  # backend_ids reversed
         self.written: dict[Frontend, Written] = {}
         self._restore()
         self.svc_ids = IdAllocator(w.svc_id for w in self.written.values())
         self.bids = IdAllocator(self.backend_ids.values())
         self.refs: Counter[int] = Counter(b for w in self.written.values() for b in w.backend_ids)
+        # backends some frontend let go of since the last collection: the only candidates
+        # (adopted backends no frontend uses are candidates from the start)
+        self._released: set[int] = {bid for bid in self.backend_ids.values() if self.refs[bid] <= 0}
 
     def _restore(self) -> None:
         """Adopt what a previous agent pinned."""
@@ -85,6 +89,7 @@ class LBMaps:
             writes.put(bid, (ip_to_be32(backend.ip), backend.port, PROTO[backend.protocol],
                              BACKEND_LOCAL if backend.local else 0))
             self.backend_ids[backend] = bid
+            self._by_id[bid] = backend
         return bid
 
     def apply(self, changes: dict[Frontend, ServiceFrontend | None]) -> list[str]:
@@ -157,6 +162,7 @@ class LBMaps:
             for index in range(self.config.maglev_table_size):
                 delete_entry(self.maglev, self.maglev.Key(old.svc_id, index))
         self.refs.subtract(old.backend_ids)
+        self._released.update(old.backend_ids)
         if new is None:
             self.svc_ids.release(old.svc_id)
 
@@ -173,15 +179,25 @@ class LBMaps:
                 log.error("%s", message)
         self.errors = errors
 
+    def _backend_by_id(self) -> dict[int, Backend]:
+        if len(self._by_id) != len(self.backend_ids):
+            self._by_id = {bid: b for b, bid in self.backend_ids.items()}
+        return self._by_id
+
     def _collect_backends(self) -> None:
         """Delete backends no frontend uses; UDP ones take their conntrack entries along,
         so clients are not left sending into a backend that is gone."""
-        gone = {b: bid for b, bid in self.backend_ids.items() if self.refs[bid] <= 0}
+        released, self._released = self._released, set()
+        if not released:
+            return
+        by_id = self._backend_by_id()
+        gone = {by_id[bid]: bid for bid in released if self.refs[bid] <= 0 and bid in by_id}
         if not gone:
             return
         for backend, bid in gone.items():
             delete_entry(self.backends, self.backends.Key(bid))
             del self.backend_ids[backend]
+            self._by_id.pop(bid, None)
             del self.refs[bid]
             self.bids.release(bid)
         udp = {(ip_to_be32(b.ip), b.port) for b in gone if b.protocol == "UDP"}

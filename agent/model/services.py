@@ -10,7 +10,9 @@ terminating ones do.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..sources.objects import ObjectKey
 from .bulk import gc_paused_for
@@ -24,8 +26,7 @@ DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity: Cli
 PODS, EXTERNAL = "pods", "external"  # who a frontend serves
 
 
-@dataclass(frozen=True, order=True)
-class Frontend:
+class Frontend(NamedTuple):  # NamedTuple: hashed in C, and the plan hashes many
     ip: str
     port: int
     protocol: str  # "TCP" or "UDP"
@@ -36,8 +37,7 @@ class Frontend:
         return f"{self.ip}:{self.port}/{self.protocol}{where}"
 
 
-@dataclass(frozen=True, order=True)
-class Backend:
+class Backend(NamedTuple):
     ip: str
     port: int
     protocol: str
@@ -197,6 +197,7 @@ class ServicePlanner:
     def __init__(self, default_algorithm: str = "random"):
         self.default_algorithm = default_algorithm
         self.plan: dict[Frontend, ServiceFrontend] = {}
+        self.scope_counts: Counter[str] = Counter()  # frontends in the plan per scope, for metrics
         self._computed: dict[ObjectKey, dict[Frontend, ServiceFrontend]] = {}
         self._claims: dict[Frontend, set[ObjectKey]] = {}
         self._selectors: dict[ObjectKey, dict[str, str]] = {}
@@ -276,6 +277,8 @@ class ServicePlanner:
                 changes[fe] = new
                 if new is None:
                     del self.plan[fe]
+                    self.scope_counts[fe.scope] -= 1
                 else:
+                    self.scope_counts[fe.scope] += fe not in self.plan
                     self.plan[fe] = new
         return changes

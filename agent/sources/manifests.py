@@ -86,6 +86,8 @@ class ManifestDir:
     _listing: tuple = field(default=(), init=False)
     _per_file: dict[str, dict[ObjectKey, dict]] = field(default_factory=dict, init=False)
     _file_errors: dict[str, list[str]] = field(default_factory=dict, init=False)
+    _owner: dict[ObjectKey, str] = field(default_factory=dict, init=False)  # the file that declares each
+    _cross_file_errors: list[str] = field(default_factory=list, init=False)
     _state: dict[ObjectKey, dict] = field(default_factory=dict, init=False)
     errors: list[str] = field(default_factory=list, init=False)
     generation: int = field(default=0, init=False)
@@ -107,6 +109,47 @@ class ManifestDir:
             return int((self.path / GENERATION_FILE).read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
             return 0
+
+    def _merge_all(self, per_file: dict[str, dict[ObjectKey, dict]]) -> list[Event]:
+        state: dict[ObjectKey, dict] = {}
+        owner: dict[ObjectKey, str] = {}
+        self._cross_file_errors = []
+        for name in sorted(per_file):
+            for key, obj in per_file[name].items():
+                if key in state:
+                    self._cross_file_errors.append(
+                        f"{self.path / name}: {key} is also declared in another file; ignored here")
+                    continue
+                state[key], owner[key] = obj, name
+        events = diff(self._state, state)
+        self._state, self._owner = state, owner
+        return events
+
+    def _merge_changed(self, per_file: dict[str, dict[ObjectKey, dict]], changed: set[str]) -> list[Event] | None:
+        """The events of the changed files alone, or None when an object they declared
+        (now or before) is declared in another file too."""
+        if self._cross_file_errors:
+            return None
+        touched: set[ObjectKey] = set()
+        for name in changed:
+            touched.update(self._per_file.get(name, {}))
+            touched.update(per_file.get(name, {}))
+        if any(key in self._owner and self._owner[key] not in changed for key in touched):
+            return None
+        new: dict[ObjectKey, dict] = {}
+        owner: dict[ObjectKey, str] = {}
+        for name in sorted(changed & per_file.keys()):
+            for key, obj in per_file[name].items():
+                if key in new:
+                    return None
+                new[key], owner[key] = obj, name
+        old = {key: self._state[key] for key in touched if key in self._state}
+        for key in old:
+            del self._state[key]
+            del self._owner[key]
+        self._state.update(new)
+        self._owner.update(owner)
+        return diff(old, new)
 
     def poll(self) -> list[Event] | None:
         """Events since the last poll, or None when the directory has not changed."""
@@ -132,19 +175,16 @@ class ManifestDir:
                     file_errors[name] = [f"{exc}; keeping what it held before"]
                     per_file[name] = self._per_file.get(name, {})
             errors.extend(file_errors[name])
-        state: dict[ObjectKey, dict] = {}
-        for name in sorted(per_file):
-            for key, obj in per_file[name].items():
-                if key in state:
-                    errors.append(f"{self.path / name}: {key} is also declared in another file; ignored here")
-                    continue
-                state[key] = obj
+        changed = {n for n in per_file if per_file[n] is not self._per_file.get(n)}
+        changed |= self._per_file.keys() - per_file.keys()
+        events = self._merge_changed(per_file, changed)
+        if events is None:  # an object in two files: the first file's wins, as a full merge decides
+            events = self._merge_all(per_file)
+        errors.extend(self._cross_file_errors)
         for message in errors:
             if message not in self.errors:
                 log.error("%s", message)
         self.errors = errors
         self._per_file, self._file_errors = per_file, file_errors
-        events = diff(self._state, state)
-        self._state = state
         self.generation = generation
         return events

@@ -5,16 +5,16 @@ whether one is usable and names it in errors the way an operator would.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 NAMESPACED_KINDS = {"Pod", "Deployment", "Service", "NetworkPolicy", "EndpointSlice"}
 CLUSTER_KINDS = {"Namespace", "Node"}
 KINDS = NAMESPACED_KINDS | CLUSTER_KINDS
 
 
-@dataclass(frozen=True, order=True)
-class ObjectKey:
+class ObjectKey(NamedTuple):
+    """A NamedTuple, not a dataclass: keys are hashed and compared by the
+    hundred thousand on every poll, and a tuple does that in C."""
     kind: str
     namespace: str  # "" for cluster-scoped kinds
     name: str

@@ -137,3 +137,43 @@ def test_json_manifests_are_read_and_their_errors_named(tmp_path):
     assert [e.key.name for e in source.poll()] == ["j"]
     _touch_later(tmp_path / "list.json", '{"kind": "List", "items": [')
     assert source.poll() == [] and "list.json: not valid JSON" in source.errors[0]
+
+
+def test_an_object_moving_between_files_and_a_conflict_resolved_are_seen(tmp_path):
+    (tmp_path / "1.yaml").write_text(POD % ("a", "one", 2))
+    source = ManifestDir(tmp_path)
+    source.poll()
+    # the pod moves to another file, changed: one MODIFIED, no DELETED + ADDED
+    (tmp_path / "1.yaml").unlink()
+    (tmp_path / "2.yaml").write_text(POD % ("a", "two", 2))
+    assert [(e.type, e.obj["metadata"]["labels"]["app"]) for e in source.poll()] == [(EventType.MODIFIED, "two")]
+    # a second file declares it too: the first file (in name order) keeps it
+    (tmp_path / "3.yaml").write_text(POD % ("a", "three", 2))
+    assert source.poll() == [] and "also declared in another file" in source.errors[0]
+    (tmp_path / "2.yaml").unlink()
+    assert [(e.type, e.obj["metadata"]["labels"]["app"]) for e in source.poll()] == [(EventType.MODIFIED, "three")]
+    assert source.errors == []
+
+
+def test_incremental_polls_agree_with_a_fresh_read(tmp_path):
+    import random
+
+    rng = random.Random(7)
+    source = ManifestDir(tmp_path)
+    seen: dict = {}
+    for step in range(60):
+        name = tmp_path / f"{rng.randrange(4)}.yaml"
+        if rng.random() < 0.25 and name.exists():
+            name.unlink()
+        else:
+            pods = rng.sample(range(6), rng.randrange(1, 4))
+            _touch_later(name, "---\n".join(POD % (f"p{i}", f"v{step}", i + 2) for i in pods))
+        for e in source.poll() or []:
+            if e.type == EventType.DELETED:
+                del seen[e.key]
+            else:
+                seen[e.key] = e.obj
+        fresh = ManifestDir(tmp_path)
+        expected = {e.key: e.obj for e in fresh.poll()}
+        assert seen == expected, f"step {step}"
+        assert sorted(source.errors) == sorted(fresh.errors)
