@@ -1,8 +1,9 @@
 """Flow events: how fast the agent drains the datapath's ring buffer, and at what CPU cost.
 
-  flows-requests  short HTTP requests (a new connection each) from a client pod to a
-                Service in a 1-node lab, with the agent's flows at `medium` and
-                switched `off`, interleaved (goal: rate on >= 0.97 x rate off).
+  flows-requests  short requests (a new connection each, bench/loadgen.c) from a
+                client pod to a Service in a 1-node lab, with the agent's flows at
+                `medium` and switched `off`, interleaved, with 1 and 4 clients
+                (goal: rate on >= 0.97 x rate off).
   flows-drain   the datapath emits events as fast as BPF_PROG_TEST_RUN can make
                 it (every packet reported: aggregation none) in rounds of a fixed
                 size; the agent's own reader (decoder, store, metrics sink) drains
@@ -16,7 +17,9 @@
 from __future__ import annotations
 
 import json
-import socket
+import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -70,37 +73,8 @@ def drain_round(programs, reader: FlowReader, store: FlowStore, events: int, bur
 
 MESHCTL = str(Path(sys.executable).parent / "meshctl")
 MANIFEST = Path(__file__).parent / "manifests_flows.yaml"
-
-
-def _request_loop(netns: str, ip: str, port: int, stop: threading.Event, counts: list, slot: int) -> None:
-    from cli.lab import netns as lab_netns
-
-    while not stop.is_set():
-        with lab_netns.entered(netns):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(2)
-            sock.connect((ip, port))
-            sock.sendall(b"GET /hostname HTTP/1.0\r\n\r\n")
-            while sock.recv(4096):
-                pass
-            counts[slot] += 1
-        except OSError:
-            pass
-        finally:
-            sock.close()
-
-
-def request_rate(netns: str, ip: str, port: int, seconds: float, clients: int = 8) -> float:
-    stop, counts = threading.Event(), [0] * clients
-    threads = [threading.Thread(target=_request_loop, args=(netns, ip, port, stop, counts, i)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    return sum(counts) / seconds
+CLIENT_NS, SERVER_NS = "weft-pod-bench-client", "weft-pod-bench-server"
+LOADGEN_PORT = 9000  # the Service's targetPort: loadgen.c's server, not the lab's
 
 
 def set_aggregation(table, level: str) -> None:
@@ -111,13 +85,25 @@ def set_aggregation(table, level: str) -> None:
 
 
 def requests_run(quick: bool) -> dict:
+    """Short requests through a Service in a 1-node lab, flows `off` and at `medium`,
+    interleaved: with one client (the machine has idle CPU) and with four (it has
+    none, and the agent's draining competes with the clients for it)."""
     from cli.lab import state as lab_state
+
+    from . import traffic
 
     if lab_state.exists():
         print("flows-requests: skipped, a lab is already up (`meshctl lab down` first)")
         return {}
+    if shutil.which("gcc") is None:
+        print("flows-requests: skipped, no gcc for bench/loadgen.c (scripts/setup --bench installs it)")
+        return {}
     runs, seconds = (3, 2.0) if quick else (5, 4.0)
+    loadgen = traffic.build()
     subprocess.run([MESHCTL, "lab", "up", "--nodes", "1", "-f", str(MANIFEST)], check=True, capture_output=True)
+    server = subprocess.Popen(["ip", "netns", "exec", SERVER_NS, loadgen, "serve", str(LOADGEN_PORT), "2"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    result: dict = {}
     try:
         services = json.loads(subprocess.run([MESHCTL, "lab", "get", "services", "-o", "json"], check=True,
                                              capture_output=True, text=True).stdout)["items"]
@@ -125,26 +111,36 @@ def requests_run(quick: bool) -> dict:
         programs = PodPrograms(DatapathConfig(node="node-1"))  # shares the lab agent's pinned maps
         try:
             node = programs.table("weft_node")
-            request_rate("weft-pod-bench-client", vip, 80, 1.0)  # warm up
-            on, off = [], []
-            for _ in range(runs):
-                set_aggregation(node, "off")
-                off.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
-                set_aggregation(node, "medium")
-                on.append(request_rate("weft-pod-bench-client", vip, 80, seconds))
+
+            def rate(workers: int) -> float:
+                ok, _ = subprocess.run(["ip", "netns", "exec", CLIENT_NS, loadgen, "crr", vip, "80", str(seconds),
+                                        str(workers)], check=True, capture_output=True, text=True).stdout.split()
+                return int(ok) / seconds
+
+            rate(2)  # warm up
+            for workers in (1, 4):
+                on, off = [], []
+                for _ in range(runs):
+                    set_aggregation(node, "off")
+                    off.append(rate(workers))
+                    set_aggregation(node, "medium")
+                    on.append(rate(workers))
+                result[f"{workers}_clients"] = {"flows_off_rps": summarize(off), "flows_on_rps": summarize(on),
+                                                "ratio": summarize([a / b for a, b in zip(on, off)])}
         finally:
             set_aggregation(programs.table("weft_node"), "medium")
             programs.close()
     finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait()
         subprocess.run([MESHCTL, "lab", "down"], capture_output=True)
-    result = {"flows_off_rps": summarize(off), "flows_on_rps": summarize(on),
-              "ratio": summarize([a / b for a, b in zip(on, off)])}
-    print(table(f"flows-requests: requests/s, a new connection each, 8 clients, {seconds:.0f} s per run, "
-                              f"{runs} runs interleaved (goal: on / off >= 0.97)",
-                              ["flows off", "flows on (medium)", "on / off", "min ratio", ""],
-                              [[result["flows_off_rps"]["median"], result["flows_on_rps"]["median"],
-                                round(result["ratio"]["median"], 3), round(result["ratio"]["min"], 3),
-                                "noisy" if result["flows_off_rps"]["noisy"] or result["flows_on_rps"]["noisy"] else ""]]))
+    print(table(f"flows-requests: requests/s, a new connection each, {seconds:.0f} s per run, "
+                f"{runs} runs interleaved (goal: on / off >= 0.97)",
+                ["clients", "flows off", "flows on (medium)", "on / off", "min ratio", ""],
+                [[k.split("_")[0], r["flows_off_rps"]["median"], r["flows_on_rps"]["median"],
+                  round(r["ratio"]["median"], 3), round(r["ratio"]["min"], 3),
+                  "noisy" if r["flows_off_rps"]["noisy"] or r["flows_on_rps"]["noisy"] else ""]
+                 for k, r in result.items()]))
     return result
 
 

@@ -1,7 +1,7 @@
 """Service load balancing: per-packet cost and control-plane speed at scale.
 
   lb-packet   ns per packet of the service path (BPF_PROG_TEST_RUN, the kernel's
-              own timing) at 100 / 1k / 10k Services x 4 backends, against a
+              own timing) at 100 / 1k / 10k / 50k Services x 4 backends, against a
               trivial program measured in the same run.
   lb-sync     programming N Services from scratch (plan + map writes), and the
               time from one changed Service's event until the datapath picks
@@ -121,11 +121,12 @@ def one_change(programs, n: int, runs: int) -> dict:
 
 
 def run(quick: bool) -> dict:
-    scales = [100, 1000] if quick else [100, 1000, 10000]
+    scales = [100, 1000] if quick else [100, 1000, 10000, 50000]
     runs = 3 if quick else 5
     repeat = 20000 if quick else 100000
     results: dict = {"lb-packet": {}, "lb-sync": {}}
-    with scratch_datapath(ct_map_size=262144) as programs:
+    # 50,000 Services x 4 backends: 200,000 backends, 200,000 slots
+    with scratch_datapath(ct_map_size=262144, lb_backends=262144, lb_slots=524288) as programs:
         bpf, trivial = trivial_program()
         try:
             for n in scales:

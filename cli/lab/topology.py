@@ -114,8 +114,14 @@ def create_external() -> None:
 
 def create_pod(node: str, namespace: str, name: str, address: str) -> tuple[str, str]:
     """Make the pod's namespace and wire it to its node; return (netns, host ifname)."""
-    ns, node_ns, host_if = pod_netns(namespace, name), node_netns(node), host_ifname(namespace, name)
+    ns, host_if = pod_netns(namespace, name), host_ifname(namespace, name)
     add_netns(ns)
+    wire_pod(ns, node_netns(node), host_if, address)
+    return ns, host_if
+
+
+def wire_pod(ns: str, node_ns: str, host_if: str, address: str) -> None:
+    """A veth from namespace `ns` (eth0, `address`/32 behind GATEWAY) to `host_if` in `node_ns`."""
     ip("link", "add", "name", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns,
        netns=node_ns)
     ip("link", "set", "dev", host_if, "up", netns=node_ns)
@@ -126,4 +132,3 @@ def create_pod(node: str, namespace: str, name: str, address: str) -> tuple[str,
     ip("route", "add", GATEWAY, "dev", "eth0", "scope", "link", netns=ns)
     ip("route", "add", "default", "via", GATEWAY, "dev", "eth0", netns=ns)
     ip("route", "replace", f"{address}/32", "dev", host_if, "scope", "link", netns=node_ns)
-    return ns, host_if

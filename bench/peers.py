@@ -1,0 +1,181 @@
+"""The four ways a client reaches a Service's endpoint, each in its own namespaces.
+
+Every peer programs the same catalog (kubeproxy.py) into its node namespace:
+`sync` from scratch, `add` one Service, `clear` all. Each call returns when the
+command that programs it returned; whether the datapath has the change is
+measured from the client side (bench/traffic.py's probe), never assumed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import kubeproxy, netlab
+from .kubeproxy import Service
+
+NODE_NAME = "bench-node"
+PIN_ROOT = "/sys/fs/bpf/weft-bench"
+
+
+def in_ns(ns: str, *cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} in {ns} failed: {result.stderr.strip()[:500]}")
+    return result
+
+
+class Direct:
+    """P0: no Service; the client connects straight to the first endpoint."""
+    peer = "P0"
+
+    def target(self, s: Service) -> tuple[str, int]:
+        return s.endpoints[0], s.target_port
+
+    def sync(self, services: list[Service]) -> None:
+        pass
+
+    def add(self, services: list[Service], added: Service) -> None:
+        pass
+
+    def remove(self, services: list[Service], added: Service) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class IPTables(Direct):
+    """P1: kube-proxy's iptables mode."""
+    peer = "P1"
+
+    def target(self, s: Service) -> tuple[str, int]:
+        return s.vip, s.port
+
+    def sync(self, services: list[Service]) -> None:
+        in_ns(netlab.node_ns(self.peer), "iptables-restore", stdin=kubeproxy.iptables_full(services))
+
+    def add(self, services: list[Service], added: Service) -> None:
+        in_ns(netlab.node_ns(self.peer), "iptables-restore", "--noflush",
+              stdin=kubeproxy.iptables_change(services, added))
+
+    def remove(self, services: list[Service], added: Service) -> None:
+        in_ns(netlab.node_ns(self.peer), "iptables-restore", "--noflush",
+              stdin=kubeproxy.iptables_removal(services, added))
+
+    def clear(self) -> None:
+        in_ns(netlab.node_ns(self.peer), "iptables-restore", stdin="*nat\nCOMMIT\n")
+
+
+class NFTables(IPTables):
+    """P2: kube-proxy's nftables mode."""
+    peer = "P2"
+
+    def sync(self, services: list[Service]) -> None:
+        in_ns(netlab.node_ns(self.peer), "nft", "-f", "-", stdin=kubeproxy.nft_full(services))
+
+    def add(self, services: list[Service], added: Service) -> None:
+        in_ns(netlab.node_ns(self.peer), "nft", "-f", "-", stdin=kubeproxy.nft_change(added))
+
+    def remove(self, services: list[Service], added: Service) -> None:
+        in_ns(netlab.node_ns(self.peer), "nft", "-f", "-", stdin=kubeproxy.nft_removal(added))
+
+    def clear(self) -> None:
+        subprocess.run(["ip", "netns", "exec", netlab.node_ns(self.peer), "nft", "delete", "table", "ip",
+                        "kube-proxy"], capture_output=True)
+
+
+class Weft(IPTables):
+    """P3: Weft's agent in the node namespace, reading a manifests directory.
+
+    The agent polls the directory every 10 ms here; from the Kubernetes API it
+    is told of a change by its watch instead. Manifests are JSON, as the API
+    server's objects are: the agent parses what it would be sent."""
+    peer = "P3"
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="weft-bench-"))
+        self.manifests = self.dir / "manifests"
+        self.manifests.mkdir()
+        self.socket = f"unix://{self.dir}/agent.sock"
+        self._write("00-client.json", [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": kubeproxy.NAMESPACE}},
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "client", "namespace": kubeproxy.NAMESPACE, "labels": {"app": "client"}},
+             "spec": {"nodeName": NODE_NAME, "containers": [{"name": "main"}]},
+             "status": {"podIP": netlab.client_ip(self.peer), "phase": "Running"}}])
+        self.generation = 0
+        log = open(self.dir / "agent.log", "ab")
+        self.proc = subprocess.Popen(
+            # nsenter, not `ip netns exec`: that remounts /sys, and the agent's pins
+            # would land in a bpffs no other process sees
+            ["nsenter", f"--net=/var/run/netns/{netlab.node_ns(self.peer)}", "--", sys.executable, "-m", "agent.main",
+             "--node-name", NODE_NAME, "--manifests", str(self.manifests), "--listen", self.socket,
+             "--uplink", netlab.UPLINK, "--pin-root", PIN_ROOT, "--metrics-address", "",
+             "--identity-file", str(self.dir / "identities.json"), "--poll-interval", "0.01",
+             "--cleanup-on-exit"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        self.wait_synced(120)
+
+    def _write(self, name: str, objects: list[dict]) -> None:
+        tmp = self.manifests / f".{name}.tmp"
+        tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        os.rename(tmp, self.manifests / name)
+
+    def _bump(self) -> None:
+        self.generation += 1
+        (self.manifests / ".generation").write_text(str(self.generation))
+
+    def wait_synced(self, timeout: float) -> None:
+        """Until the agent reports this generation programmed (used between timed runs only)."""
+        from cli.agents import status
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Weft's agent exited; its log: {self.dir / 'agent.log'}")
+            try:
+                st = status(self.socket, timeout=1)
+                if st.ready and st.synced_generation >= self.generation:
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"Weft's agent did not sync in {timeout:.0f} s; its log: {self.dir / 'agent.log'}")
+
+    def sync(self, services: list[Service]) -> None:
+        self._write("10-services.json", kubeproxy.weft_objects(services))
+
+    def add(self, services: list[Service], added: Service) -> None:
+        self._write(f"20-{added.name}.json", kubeproxy.weft_objects([added]))
+
+    def remove(self, services: list[Service], added: Service) -> None:
+        (self.manifests / f"20-{added.name}.json").unlink()
+        self._bump()
+        self.wait_synced(60)
+
+    def clear(self) -> None:
+        for path in self.manifests.glob("[12]0-*.json"):
+            path.unlink()
+        self._bump()
+        self.wait_synced(120)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def all_peers() -> list:
+    return [Direct(), IPTables(), NFTables(), Weft()]
