@@ -349,8 +349,10 @@ class Agent:
         if events:
             self.metrics.sync_seconds.observe(time.monotonic() - now)
         self.synced_generation = self.source.generation
-        if not self.ready:
-            gc.freeze()  # the model built so far is long-lived: keep it out of GC scans
+        if not self.ready or len(events or ()) >= BULK:
+            # the model built so far is long-lived: keep it out of GC scans, or the first
+            # collection after a bulk sync rescans it all, in the middle of the next change
+            gc.freeze()
         self.ready = True
 
     def _shutdown(self) -> None:
