@@ -55,10 +55,10 @@ class FlowReader(threading.Thread):
     def drain(self) -> int:
         """Move every queued event into the store; return how many."""
         records = self.ringbuf.drain()
-        offset, counts, add = self.verdict_offset, self.by_verdict, self.store.add_raw
+        offset, counts = self.verdict_offset, self.by_verdict
         for raw in records:
             counts[raw[offset]] += 1
-            add(raw)
+        self.store.add_raw(records)
         return len(records)
 
     def check_lost(self) -> int:
