@@ -161,6 +161,7 @@ def run(quick: bool) -> dict:
             peer.close()
         servers.close()
         netlab.teardown()
+        traffic.remove(loadgen)
     results["skipped"] = skipped
     add_ratios(results)
     print_tables(results, reps)

@@ -134,6 +134,7 @@ def requests_run(quick: bool) -> dict:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait()
         subprocess.run([MESHCTL, "lab", "down"], capture_output=True)
+        traffic.remove(loadgen)
     print(table(f"flows-requests: requests/s, a new connection each, {seconds:.0f} s per run, "
                 f"{runs} runs interleaved (goal: on / off >= 0.97)",
                 ["clients", "flows off", "flows on (medium)", "on / off", "min ratio", ""],

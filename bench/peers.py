@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -168,13 +169,16 @@ class Weft(IPTables):
         self.wait_synced(120)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        crashed = self.proc.poll() is not None
+        if not crashed:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        if not crashed and self.proc.returncode == 0:  # else its log stays, for the error that named it
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def all_peers() -> list:

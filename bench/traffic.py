@@ -21,9 +21,14 @@ def missing_tools() -> list[str]:
 
 
 def build() -> str:
+    """loadgen compiled into a temporary directory; remove() it after."""
     out = Path(tempfile.mkdtemp(prefix="weft-loadgen-")) / "loadgen"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(out), str(SOURCE)], check=True)
     return str(out)
+
+
+def remove(loadgen: str) -> None:
+    shutil.rmtree(Path(loadgen).parent, ignore_errors=True)
 
 
 class Servers:
