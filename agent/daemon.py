@@ -339,9 +339,7 @@ class Agent:
             self.lb.sync(self.planner.plan)
         elif changes:
             self.lb.apply(changes)
-        if not self.ready or any(fe in self._health_checked or (sf and sf.health_check_port)
-                                 for fe, sf in changes.items()):
-            self._health_checked = {fe for fe, sf in self.planner.plan.items() if sf.health_check_port}
+        if self._track_health_checked(changes):
             self.health.sync(wanted_from_plan({fe: self.planner.plan[fe] for fe in self._health_checked}))
         if not self.ready:
             self._attach_programs()
@@ -354,6 +352,22 @@ class Agent:
             # collection after a bulk sync rescans it all, in the middle of the next change
             gc.freeze()
         self.ready = True
+
+    def _track_health_checked(self, changes) -> bool:
+        """Keep the set of frontends with a health-check node port up to date from
+        `changes` (the whole plan on the first sync); whether it or its members changed."""
+        if not self.ready:
+            self._health_checked = {fe for fe, sf in self.planner.plan.items() if sf.health_check_port}
+            return True
+        touched = False
+        for fe, sf in changes.items():
+            if sf is not None and sf.health_check_port:
+                self._health_checked.add(fe)
+                touched = True
+            elif fe in self._health_checked:
+                self._health_checked.discard(fe)
+                touched = True
+        return touched
 
     def _shutdown(self) -> None:
         log.info("stopping")

@@ -65,6 +65,7 @@ class LBMaps:
         for k, v in self.backends.items():
             self.backend_ids[Backend(be32_to_ip(v.ip), v.port, PROTO_NAME.get(v.proto, "?"),
                                      bool(v.flags & BACKEND_LOCAL))] = k.value
+        self._by_id = {bid: b for b, bid in self.backend_ids.items()}
         for k, v in self.services.items():
             fe = Frontend(be32_to_ip(k.vip), k.port, PROTO_NAME.get(k.proto, "?"), SCOPE_NAME.get(k.scope, PODS))
             ids = []
@@ -179,25 +180,19 @@ class LBMaps:
                 log.error("%s", message)
         self.errors = errors
 
-    def _backend_by_id(self) -> dict[int, Backend]:
-        if len(self._by_id) != len(self.backend_ids):
-            self._by_id = {bid: b for b, bid in self.backend_ids.items()}
-        return self._by_id
-
     def _collect_backends(self) -> None:
         """Delete backends no frontend uses; UDP ones take their conntrack entries along,
         so clients are not left sending into a backend that is gone."""
         released, self._released = self._released, set()
         if not released:
             return
-        by_id = self._backend_by_id()
-        gone = {by_id[bid]: bid for bid in released if self.refs[bid] <= 0 and bid in by_id}
+        gone = {self._by_id[bid]: bid for bid in released if self.refs[bid] <= 0 and bid in self._by_id}
         if not gone:
             return
         for backend, bid in gone.items():
             delete_entry(self.backends, self.backends.Key(bid))
             del self.backend_ids[backend]
-            self._by_id.pop(bid, None)
+            del self._by_id[bid]
             del self.refs[bid]
             self.bids.release(bid)
         udp = {(ip_to_be32(b.ip), b.port) for b in gone if b.protocol == "UDP"}

@@ -13,12 +13,11 @@ manifests, so "synced generation N" means every change up to N was seen.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import json
 
 import yaml
 
