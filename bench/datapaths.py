@@ -46,7 +46,7 @@ SYNC_BUDGET_S = 300  # a peer whose full sync would take longer is left out of l
 
 
 def time_to_effect(loadgen: str, peer, target: kubeproxy.Service, change) -> dict:
-    proc = traffic.start_probe(loadgen, peer.peer, *peer.target(target), 3600)
+    proc = traffic.start_probe(loadgen, netlab.client_ns(peer.peer), *peer.target(target), 3600)
     time.sleep(0.05)  # the probe is connecting (and failing) before the change starts
     t0 = time.monotonic_ns()
     change()
@@ -83,7 +83,8 @@ def connect_latency(loadgen: str, all_peers: list, targets: dict, reps: int, cou
     for rep in range(reps):
         for position, service in targets.items():
             for peer in rotated(all_peers, rep):
-                got, failed = traffic.connect_latencies(loadgen, peer.peer, *peer.target(service), count)
+                got, failed = traffic.connect_latencies(loadgen, netlab.client_ns(peer.peer),
+                                                        *peer.target(service), count)
                 r = p50.setdefault(peer.peer, {}).setdefault(position, {"p50_us": [], "p99_us": [], "failed": 0})
                 r["p50_us"].append(percentile(got, 0.5) / 1000)
                 r["p99_us"].append(percentile(got, 0.99) / 1000)
@@ -97,7 +98,7 @@ def short_connections(loadgen: str, all_peers: list, service, reps: int, seconds
     failures: dict[str, int] = {}
     for rep in range(reps):
         for peer in rotated(all_peers, rep):
-            ok, failed = traffic.short_requests(loadgen, peer.peer, *peer.target(service), seconds, 4)
+            ok, failed = traffic.short_requests(loadgen, netlab.client_ns(peer.peer), *peer.target(service), seconds, 4)
             rates.setdefault(peer.peer, []).append(ok / seconds)
             failures[peer.peer] = failures.get(peer.peer, 0) + failed
     return {p: {"rps": summarize(r), "failed": failures[p]} for p, r in rates.items()}
@@ -108,11 +109,12 @@ def keepalive_and_bulk(loadgen: str, all_peers: list, service, bulk_service, rep
     bulk: dict[str, dict[str, list[float]]] = {}
     for rep in range(reps):
         for peer in rotated(all_peers, rep):
-            got = traffic.round_trips(loadgen, peer.peer, *peer.target(service), 5000 if quick else 20000)
+            got = traffic.round_trips(loadgen, netlab.client_ns(peer.peer), *peer.target(service),
+                                      5000 if quick else 20000)
             r = rtt.setdefault(peer.peer, {"p50_us": [], "p99_us": []})
             r["p50_us"].append(percentile(got, 0.5) / 1000)
             r["p99_us"].append(percentile(got, 0.99) / 1000)
-            b = traffic.bulk(peer.peer, *peer.target(bulk_service), 2 if quick else 5)
+            b = traffic.bulk(netlab.client_ns(peer.peer), *peer.target(bulk_service), 2 if quick else 5)
             for k, v in b.items():
                 bulk.setdefault(peer.peer, {}).setdefault(k, []).append(v)
     return ({p: {k: summarize(v) for k, v in r.items()} for p, r in rtt.items()},

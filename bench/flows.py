@@ -113,9 +113,7 @@ def requests_run(quick: bool) -> dict:
             node = programs.table("weft_node")
 
             def rate(workers: int) -> float:
-                ok, _ = subprocess.run(["ip", "netns", "exec", CLIENT_NS, loadgen, "crr", vip, "80", str(seconds),
-                                        str(workers)], check=True, capture_output=True, text=True).stdout.split()
-                return int(ok) / seconds
+                return traffic.short_requests(loadgen, CLIENT_NS, vip, 80, seconds, workers)[0] / seconds
 
             rate(2)  # warm up
             for workers in (1, 4):

@@ -14,6 +14,7 @@ P0 and Weft run with no netfilter rule loaded at all.
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 
 from cli.lab.topology import add_netns, del_netns, ip, sysctl, wire_pod
 
@@ -37,6 +38,15 @@ def node_ns(peer: str) -> str:
 
 def client_ip(peer: str) -> str:
     return f"10.250.{index(peer)}.2"
+
+
+def in_ns(ns: str, *cmd: str, stdin: str | None = None, timeout: float | None = None) -> str:
+    """`cmd` run in namespace `ns`: its output, or a RuntimeError with its stderr."""
+    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True,
+                            timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} in {ns} failed: {result.stderr.strip()[:500]}")
+    return result.stdout
 
 
 def namespaces() -> list[str]:

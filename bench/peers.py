@@ -18,17 +18,11 @@ import time
 from pathlib import Path
 
 from . import kubeproxy, netlab
+from .netlab import in_ns
 from .kubeproxy import Service
 
 NODE_NAME = "bench-node"
 PIN_ROOT = "/sys/fs/bpf/weft-bench"
-
-
-def in_ns(ns: str, *cmd: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:2])} in {ns} failed: {result.stderr.strip()[:500]}")
-    return result
 
 
 class Direct:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from . import netlab
+from .netlab import in_ns
 
 SOURCE = Path(__file__).parent / "loadgen.c"
 TOOLS = ("gcc", "iptables-restore", "nft", "iperf3")
@@ -47,33 +48,25 @@ class Servers:
                 proc.wait()
 
 
-def _run(peer: str, *cmd: str, timeout: float = 120) -> str:
-    result = subprocess.run(["ip", "netns", "exec", netlab.client_ns(peer), *cmd],
-                            capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:2])} from {peer} failed: {result.stderr.strip()[:300]}")
-    return result.stdout
-
-
-def connect_latencies(loadgen: str, peer: str, ip: str, port: int, count: int) -> tuple[list[int], int]:
-    """ns per connect(), and how many connections failed."""
-    samples = [int(x) for x in _run(peer, loadgen, "connect", ip, str(port), str(count)).split()]
+def connect_latencies(loadgen: str, ns: str, ip: str, port: int, count: int) -> tuple[list[int], int]:
+    """ns per connect() from namespace `ns`, and how many connections failed."""
+    samples = [int(x) for x in in_ns(ns, loadgen, "connect", ip, str(port), str(count), timeout=120).split()]
     return [s for s in samples if s], sum(1 for s in samples if not s)
 
 
-def short_requests(loadgen: str, peer: str, ip: str, port: int, seconds: float, workers: int) -> tuple[int, int]:
-    ok, failed = _run(peer, loadgen, "crr", ip, str(port), str(seconds), str(workers)).split()
+def short_requests(loadgen: str, ns: str, ip: str, port: int, seconds: float, workers: int) -> tuple[int, int]:
+    ok, failed = in_ns(ns, loadgen, "crr", ip, str(port), str(seconds), str(workers), timeout=seconds + 60).split()
     return int(ok), int(failed)
 
 
-def round_trips(loadgen: str, peer: str, ip: str, port: int, count: int) -> list[int]:
-    return [int(x) for x in _run(peer, loadgen, "rr", ip, str(port), str(count)).split()]
+def round_trips(loadgen: str, ns: str, ip: str, port: int, count: int) -> list[int]:
+    return [int(x) for x in in_ns(ns, loadgen, "rr", ip, str(port), str(count), timeout=120).split()]
 
 
-def start_probe(loadgen: str, peer: str, ip: str, port: int, seconds: float) -> subprocess.Popen:
+def start_probe(loadgen: str, ns: str, ip: str, port: int, seconds: float) -> subprocess.Popen:
     """A client that connects every millisecond until one succeeds, then prints when."""
-    return subprocess.Popen(["ip", "netns", "exec", netlab.client_ns(peer), loadgen, "probe", ip, str(port),
-                             str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(["ip", "netns", "exec", ns, loadgen, "probe", ip, str(port), str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def probe_answered_ns(proc: subprocess.Popen, timeout: float) -> int | None:
@@ -95,11 +88,10 @@ def busy_cpu_s() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def bulk(peer: str, ip: str, port: int, seconds: float) -> dict:
+def bulk(ns: str, ip: str, port: int, seconds: float) -> dict:
     """iperf3 for `seconds`: Gbit/s received and CPU seconds (whole machine) per GB moved."""
     cpu0 = busy_cpu_s()
-    out = json.loads(_run(peer, "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J",
-                          timeout=seconds + 30))
+    out = json.loads(in_ns(ns, "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J", timeout=seconds + 30))
     cpu = busy_cpu_s() - cpu0
     received = out["end"]["sum_received"]
     gb = received["bytes"] / 1e9
