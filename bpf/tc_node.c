@@ -40,7 +40,7 @@ static __always_inline int ct_open_for_local_backend(const struct pkt4 *pkt, con
 	entry.rev_nat_addr = nat->orig_daddr;
 	entry.rev_nat_port = nat->orig_dport;
 	entry.flags = CT_FLAG_NODE_FRONTEND;
-	ct_refresh(&entry, pkt, ct_now());
+	ct_refresh(&entry, pkt, ct_now(pkt));
 	return weft_ct.update(&key, &entry);
 }
 
@@ -61,8 +61,10 @@ int from_network(struct __sk_buff *skb)
 	if (pkt.is_fragment || (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
 		return TC_ACT_OK;
 
-	/* a remote backend answering a connection this node SNATed */
-	ret = snat4_reverse(skb, &pkt);
+	/* a remote backend answering a connection this node SNATed: only those
+	 * are addressed to the node's own IP, and every other packet is spared a
+	 * lookup in a map far larger than the caches */
+	ret = pkt.daddr == node_ipv4() ? snat4_reverse(skb, &pkt) : 0;
 	if (ret < 0)
 		return network_drop(skb, &pkt, &nat, DROP_WRITE_ERROR);
 	if (ret > 0) {

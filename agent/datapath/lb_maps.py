@@ -3,9 +3,11 @@
 Ids are stable: a restarting agent reads service and backend ids back from the
 pinned maps, so conntrack entries keep pointing at the right backend. Only the
 frontends that changed are written. Within one change set, backends are
-written first, then slots and Maglev tables, then the service entries whose
-`count` makes them visible; slots beyond a shrunken count, and backends no
-longer used, are deleted last. A frontend whose writes fail keeps its previous
+written first, then slots and Maglev tables, then the addresses frontends
+listen on (weft_lb4_frontend_addrs, which the datapath checks first), then the
+service entries whose `count` makes them visible; slots beyond a shrunken
+count, addresses no frontend listens on any more, and backends no longer used,
+are deleted last. A frontend whose writes fail keeps its previous
 service entry: never a half-programmed Service.
 """
 from __future__ import annotations
@@ -45,7 +47,7 @@ class LBMaps:
         self.config = cfg
         self.services, self.slots = t("weft_lb4_services"), t("weft_lb4_slots")
         self.maglev, self.backends = t("weft_lb4_maglev"), t("weft_lb4_backends")
-        self.ct = t("weft_ct")
+        self.addrs, self.ct = t("weft_lb4_frontend_addrs"), t("weft_ct")
         self.errors: list[str] = []
         self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
         self.stale: set[Frontend] = set()  # frontends whose last change could not be written
@@ -59,6 +61,8 @@ class LBMaps:
         # backends some frontend let go of since the last collection: the only candidates
         # (adopted backends no frontend uses are candidates from the start)
         self._released: set[int] = {bid for bid in self.backend_ids.values() if self.refs[bid] <= 0}
+        self.addr_refs: Counter[tuple[int, int]] = Counter(self._addr_key(fe) for fe in self.written)
+        self._reconcile_addrs()
 
     def _restore(self) -> None:
         """Adopt what a previous agent pinned."""
@@ -79,9 +83,23 @@ class LBMaps:
             log.info("adopted %d service frontends and %d backends from pinned maps",
                      len(self.written), len(self.backend_ids))
 
+    def _reconcile_addrs(self) -> None:
+        """Make the address map match the adopted frontends (pins of an older ABI had none)."""
+        stale = [k for k in self.addrs.keys() if (k.addr, k.scope) not in self.addr_refs]
+        for key in stale:
+            delete_entry(self.addrs, key)
+        writes = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", 2 * self.config.lb_services)
+        for key in self.addr_refs:
+            writes.put(key, 1)
+        writes.flush()
+
     @staticmethod
     def _svc_key(fe: Frontend) -> tuple:
         return (ip_to_be32(fe.ip), fe.port, PROTO[fe.protocol], SCOPE[fe.scope])
+
+    @staticmethod
+    def _addr_key(fe: Frontend) -> tuple[int, int]:
+        return (ip_to_be32(fe.ip), SCOPE[fe.scope])
 
     def _backend_id(self, backend: Backend, writes: BatchWriter) -> int:
         bid = self.backend_ids.get(backend)
@@ -100,7 +118,9 @@ class LBMaps:
         slots = BatchWriter(self.slots, "weft_lb4_slots", cfg.lb_slots)
         tables = BatchWriter(self.maglev, "weft_lb4_maglev", cfg.lb_maglev)
         services = BatchWriter(self.services, "weft_lb4_services", cfg.lb_services)
+        addrs = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", 2 * cfg.lb_services)
         planned: dict[Frontend, tuple[ServiceFrontend | None, Written | None]] = {}
+        new_addrs: set[tuple[int, int]] = set()  # addresses no written frontend listens on yet
 
         for fe, sf in sorted(changes.items()):
             old = self.written.get(fe)
@@ -123,14 +143,20 @@ class LBMaps:
                     tables.put((svc_id, index), ids[b])
             services.put(self._svc_key(fe), (svc_id, len(ids), flags, sf.affinity_timeout,
                                              cfg.maglev_table_size if flags & FLAG_MAGLEV else 0))
+            addr = self._addr_key(fe)
+            if not old and self.addr_refs[addr] <= 0 and addr not in new_addrs:
+                new_addrs.add(addr)
+                addrs.put(addr, 1)
             planned[fe] = (sf, new)
 
         errors = []
         try:
-            for writer in (backends, slots, tables, services):
+            for writer in (backends, slots, tables, addrs, services):
                 writer.flush()
         except DatapathError as exc:
             self.failed_writes.append(exc)
+            for addr in new_addrs:  # no frontend of this change set listens on them
+                delete_entry(self.addrs, self.addrs.Key(*addr))
             # nothing of this change set became visible: service entries go last
             errors.append(f"{len(planned)} service frontends not programmed: {exc}")
             self.stale.update(planned)
@@ -150,6 +176,8 @@ class LBMaps:
                 delete_entry(self.services, self.services.Key(*self._svc_key(fe)))
             if old:
                 self._retire(old, new)
+            if bool(old) != bool(new):
+                self._count_addr(self._addr_key(fe), 1 if new else -1)
         self._collect_backends()
         self._record_errors(errors)
         return errors
@@ -166,6 +194,14 @@ class LBMaps:
         self._released.update(old.backend_ids)
         if new is None:
             self.svc_ids.release(old.svc_id)
+
+    def _count_addr(self, addr: tuple[int, int], delta: int) -> None:
+        """Count an address's frontends; its entry (written before its first
+        frontend's service entry) goes after its last frontend's."""
+        self.addr_refs[addr] += delta
+        if self.addr_refs[addr] <= 0:
+            del self.addr_refs[addr]
+            delete_entry(self.addrs, self.addrs.Key(*addr))
 
     def sync(self, plan: dict[Frontend, ServiceFrontend]) -> list[str]:
         """Make the maps hold exactly `plan` (a full diff; apply() is the incremental path)."""

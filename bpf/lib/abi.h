@@ -8,7 +8,7 @@
 #ifndef WEFT_ABI_H
 #define WEFT_ABI_H
 
-#define WEFT_ABI_VERSION 4
+#define WEFT_ABI_VERSION 5
 
 /* The ABI version at which each pinned map's layout (type, key, value and what
  * they mean) last changed. On an upgrade the agent copies a map's entries from
@@ -22,6 +22,7 @@
 #define WEFT_LAYOUT_weft_ipcache 4
 #define WEFT_LAYOUT_weft_lb4_affinity 4
 #define WEFT_LAYOUT_weft_lb4_backends 4
+#define WEFT_LAYOUT_weft_lb4_frontend_addrs 5
 #define WEFT_LAYOUT_weft_lb4_maglev 4
 #define WEFT_LAYOUT_weft_lb4_services 4
 #define WEFT_LAYOUT_weft_lb4_slots 4

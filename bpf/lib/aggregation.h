@@ -37,7 +37,7 @@ static __always_inline int flow_worth_reporting(int ct_status, struct ct_entry *
 		return 0;
 	seen = ct_status == CT_REPLY ? &e->rx_flags : &e->tx_flags;
 	fresh_flags = pkt->tcp_flags & ~*seen;
-	now = (u32)ct_now();
+	now = (u32)ct_now(pkt);
 	if (ct_status == CT_REPLY && !e->reply_reported) {
 		/* the first answer, whatever the protocol: did the server reply? */
 		e->reply_reported = 1;

@@ -20,6 +20,7 @@
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 
 struct ct_key {
 	u32 saddr;
@@ -100,9 +101,9 @@ static __always_inline void ct_key_reverse(struct ct_key *key, const struct pkt4
 	key->pad = 0;
 }
 
-static __always_inline u64 ct_now(void)
+static __always_inline u64 ct_now(const struct pkt4 *pkt)
 {
-	return bpf_ktime_get_ns() / 1000000000ULL;
+	return pkt->ktime_ns / 1000000000ULL;
 }
 
 static __always_inline u32 ct_lifetime(const struct pkt4 *pkt, const struct ct_entry *e)
@@ -154,6 +155,19 @@ static __always_inline void ct_service_replied(const struct pkt4 *reply, const s
 		svc_entry->seen_reply = 1;
 }
 
+/* Whether `pkt` may answer a connection opened the other way. A packet a
+ * Service just translated comes from that Service's client; a SYN without ACK
+ * opens a connection (a simultaneous open, two SYNs crossing, is then two
+ * connections). Neither pays the lookup of the reversed tuple: in a map much
+ * larger than the caches that lookup misses memory, hit or not. */
+static __always_inline int ct_may_be_reply(const struct pkt4 *pkt, const struct nat4 *nat)
+{
+	if (nat->orig_daddr)
+		return 0;
+	return pkt->proto != IPPROTO_TCP ||
+	       (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN;
+}
+
 /* ct_lookup finds the connection a packet belongs to, without opening one:
  * CT_REPLY or CT_ESTABLISHED with *out at its entry, or CT_NEW. Policy judges
  * a new connection before ct_create opens it, so a denied one leaves no entry.
@@ -168,7 +182,7 @@ static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, const struc
 {
 	struct ct_key key = {};
 	struct ct_entry *e;
-	u64 now = ct_now();
+	u64 now = ct_now(pkt);
 	/* ICMP echo: request and reply share the id (in sport) but not the type (in
 	 * dport), so the key holds the id in both directions and no type. */
 	int icmp = pkt->proto == IPPROTO_ICMP;
@@ -182,7 +196,9 @@ static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, const struc
 		key.sport = pkt->sport;
 		key.dport = 0;
 	}
-	e = weft_ct.lookup(&key);
+	e = NULL;
+	if (ct_may_be_reply(pkt, nat))
+		e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
 		if (!e->seen_reply) {
 			e->seen_reply = 1;
@@ -214,7 +230,7 @@ static __always_inline int ct_create(const struct pkt4 *pkt, u8 dir, const struc
 {
 	struct ct_key key = {};
 	struct ct_entry fresh = {};
-	u64 now = ct_now();
+	u64 now = ct_now(pkt);
 
 	ct_key_forward(&key, pkt, dir);
 	if (pkt->proto == IPPROTO_ICMP)

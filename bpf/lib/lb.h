@@ -32,6 +32,19 @@ struct lb4_key {
 	u8  scope; /* enum lb_scope */
 };
 
+/* An address some frontend of `scope` listens on, whatever its port: a ClusterIP
+ * or external IP, the node's IP for NodePorts (the value is 1; the agent counts
+ * the frontends on each).
+ * It is checked before the frontend itself: most packets a program sees are
+ * addressed to no frontend, and their (address, port) keys, a new client port
+ * each connection, would each touch a cold bucket of the much larger
+ * weft_lb4_services, where their few distinct addresses stay in cache here. */
+struct lb4_addr_key {
+	u32 addr;  /* network order */
+	u8  scope; /* enum lb_scope */
+	u8  pad[3];
+};
+
 struct lb4_service {
 	u32 id;
 	u16 count;            /* backends in slots 1..count; 0 = reject */
@@ -65,6 +78,10 @@ struct lb4_affinity {
 	u32 pad;
 };
 
+/* Sized twice the frontends it can count, so weft_lb4_services is the one that
+ * says it is full; entries are allocated as they are written. */
+BPF_TABLE_PINNED("hash", struct lb4_addr_key, u32, weft_lb4_frontend_addrs,
+		 2 * WEFT_LB_SERVICE_MAP_SIZE, WEFT_PIN(weft_lb4_frontend_addrs), BPF_F_NO_PREALLOC);
 BPF_TABLE_PINNED("hash", struct lb4_key, struct lb4_service, weft_lb4_services,
 		 WEFT_LB_SERVICE_MAP_SIZE, WEFT_PIN(weft_lb4_services));
 BPF_TABLE_PINNED("hash", struct lb4_slot_key, u32, weft_lb4_slots,
@@ -87,10 +104,15 @@ enum lb_result {
 static __always_inline struct lb4_service *lb4_lookup(const struct pkt4 *pkt, u8 scope)
 {
 	struct lb4_key key = {};
+	struct lb4_addr_key addr = {};
 
-	key.scope = scope;
 	if (pkt->is_fragment || (pkt->proto != IPPROTO_TCP && pkt->proto != IPPROTO_UDP))
 		return NULL;
+	addr.addr = pkt->daddr;
+	addr.scope = scope;
+	if (!weft_lb4_frontend_addrs.lookup(&addr))
+		return NULL;
+	key.scope = scope;
 	key.vip = pkt->daddr;
 	key.port = pkt->dport;
 	key.proto = pkt->proto;
@@ -153,7 +175,7 @@ static __always_inline int lb4_xlate(struct __sk_buff *skb, struct pkt4 *pkt,
 	struct ct_entry *e;
 	struct lb4_backend *be = NULL;
 	u32 backend_id = 0;
-	u64 now = ct_now();
+	u64 now = ct_now(pkt);
 	int ret;
 
 	ct_key_forward(&key, pkt, CT_DIR_SERVICE);
@@ -215,13 +237,13 @@ static __always_inline int lb4_hairpin_reply(struct __sk_buff *skb, struct pkt4 
 
 	ct_key_reverse(&key, pkt, DIR_EGRESS); /* pkt->daddr is the hairpin address */
 	e = weft_ct.lookup(&key);
-	if (!e || !e->rev_nat_addr || e->expires < ct_now())
+	if (!e || !e->rev_nat_addr || e->expires < ct_now(pkt))
 		return 0;
 	if (!e->seen_reply) {
 		e->seen_reply = 1;
 		ct_service_replied(pkt, e);
 	}
-	ct_refresh(e, pkt, ct_now());
+	ct_refresh(e, pkt, ct_now(pkt));
 	if (nat4_rewrite(skb, pkt, 1, pkt->saddr, e->rev_nat_addr, pkt->sport, e->rev_nat_port) < 0 ||
 	    nat4_rewrite(skb, pkt, 0, pkt->daddr, client, pkt->dport, pkt->dport) < 0)
 		return -1;

@@ -1,8 +1,9 @@
 /* Packet parsing: Ethernet, IPv4 and the L4 header into a small struct.
  *
- * Headers are copied with bpf_skb_load_bytes, which works on non-linear skbs
- * and keeps the verifier happy without per-access bounds checks. A packet whose
- * IP header lies about its lengths is reported, never trusted.
+ * Headers are read straight from the packet when they lie in its linear part,
+ * as they do for nearly every packet a TC hook sees; bpf_skb_load_bytes, a
+ * helper call and a copy per header, is the fallback for the rest. A packet
+ * whose IP header lies about its lengths is reported, never trusted.
  */
 #ifndef WEFT_PARSE_H
 #define WEFT_PARSE_H
@@ -21,6 +22,8 @@ struct pkt4 {
 	u32 len;
 	u16 l4_off;      /* offset of the L4 header from the start of the packet */
 	u16 pad2;
+	u64 ktime_ns;    /* CLOCK_MONOTONIC when this program first saw the packet: read
+			  * once, as conntrack, aggregation and flow events all need it */
 };
 
 enum parse_result {
@@ -32,17 +35,32 @@ enum parse_result {
 #define IP_MF     0x2000
 #define IP_OFFSET 0x1FFF
 
+/* Copy the header of type `type` at `off` into `dst`: a direct read when the
+ * linear data holds it, else bpf_skb_load_bytes. 0, or < 0 if the packet is
+ * shorter than that. */
+#define load_header(skb, off, dst, type) ({					\
+	void *__data = (void *)(long)(skb)->data;				\
+	void *__end = (void *)(long)(skb)->data_end;				\
+	int __ret = 0;								\
+	if (__data + (off) + sizeof(type) <= __end)				\
+		*(dst) = *(type *)(__data + (off));				\
+	else									\
+		__ret = bpf_skb_load_bytes(skb, off, dst, sizeof(type));	\
+	__ret;									\
+})
+
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	struct ethhdr eth;
 	struct iphdr ip;
 	u32 l4_off;
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+	pkt->ktime_ns = bpf_ktime_get_ns();
+	if (load_header(skb, 0, &eth, struct ethhdr) < 0)
 		return PARSE_INVALID;
 	if (eth.h_proto != bpf_htons(ETH_P_IP))
 		return PARSE_NOT_IPV4;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (load_header(skb, ETH_HLEN, &ip, struct iphdr) < 0)
 		return PARSE_INVALID;
 	if (ip.version != 4 || ip.ihl < 5)
 		return PARSE_INVALID;
@@ -62,22 +80,19 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 	pkt->l4_off = l4_off;
 	if (ip.protocol == IPPROTO_TCP) {
 		struct tcphdr tcp;
-		u8 flags;
 
-		if (bpf_skb_load_bytes(skb, l4_off, &tcp, sizeof(tcp)) < 0)
+		if (load_header(skb, l4_off, &tcp, struct tcphdr) < 0)
 			return PARSE_INVALID;
 		if (tcp.doff < 5)
 			return PARSE_INVALID;
 		pkt->sport = bpf_ntohs(tcp.source);
 		pkt->dport = bpf_ntohs(tcp.dest);
 		/* byte 13 of the TCP header holds the eight classic flags */
-		if (bpf_skb_load_bytes(skb, l4_off + 13, &flags, 1) < 0)
-			return PARSE_INVALID;
-		pkt->tcp_flags = flags;
+		pkt->tcp_flags = ((u8 *)&tcp)[13];
 	} else if (ip.protocol == IPPROTO_UDP) {
 		struct udphdr udp;
 
-		if (bpf_skb_load_bytes(skb, l4_off, &udp, sizeof(udp)) < 0)
+		if (load_header(skb, l4_off, &udp, struct udphdr) < 0)
 			return PARSE_INVALID;
 		if (bpf_ntohs(udp.len) < sizeof(udp))
 			return PARSE_INVALID;
@@ -86,7 +101,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 	} else if (ip.protocol == IPPROTO_ICMP) {
 		struct icmphdr icmp;
 
-		if (bpf_skb_load_bytes(skb, l4_off, &icmp, sizeof(icmp)) < 0)
+		if (load_header(skb, l4_off, &icmp, struct icmphdr) < 0)
 			return PARSE_INVALID;
 		pkt->dport = ((u16)icmp.type << 8) | icmp.code;
 		if (icmp.type == ICMP_ECHO || icmp.type == ICMP_ECHOREPLY)

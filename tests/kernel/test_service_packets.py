@@ -64,6 +64,35 @@ def test_a_removed_service_leaves_the_datapath_with_its_slots_and_backends(pod_p
     assert (out.dst, out.dport) == (VIP, 80), "a new connection to the old VIP is no longer translated"
 
 
+def frontend_addrs(programs) -> set[tuple[str, int]]:
+    return {(socket.inet_ntoa(struct.pack("=I", k.addr)), k.scope)
+            for k in programs.table("weft_lb4_frontend_addrs").keys()}
+
+
+def test_an_address_stays_a_frontend_until_its_last_port_goes(pod_programs, lb):
+    both = {**web([B1]), **web([B2], port=443)}
+    lb.sync(both)
+    assert frontend_addrs(pod_programs) == {(VIP, 0)}
+    lb.apply({Frontend(VIP, 80, "TCP"): None})
+    assert frontend_addrs(pod_programs) == {(VIP, 0)}
+    assert backend_of(pod_programs, 40201, dport=443).dst == B2.ip, "the other port still answers"
+    lb.apply({Frontend(VIP, 443, "TCP"): None})
+    assert frontend_addrs(pod_programs) == set()
+
+
+def test_a_new_agent_rebuilds_the_addresses_from_the_frontends_it_adopts(pod_programs, lb):
+    lb.sync(web([B1]))
+    addrs = pod_programs.table("weft_lb4_frontend_addrs")
+    addrs.clear()  # as pins of an older ABI, which had no such map, would leave it
+    stray = addrs.Key(0x01020304, 0)
+    addrs[stray] = addrs.Leaf(1)
+    adopted = LBMaps(pod_programs)
+    assert frontend_addrs(pod_programs) == {(VIP, 0)}, "what the frontends listen on, and nothing else"
+    assert backend_of(pod_programs, 40301).dst == B1.ip
+    adopted.sync({})
+    assert frontend_addrs(pod_programs) == set()
+
+
 def test_udp_dnat_and_reverse_nat(pod_programs, lb):
     u1 = Backend("10.244.9.21", 5353, "UDP")
     lb.sync(web([u1], port=53, protocol="UDP"))
@@ -271,6 +300,7 @@ def test_full_service_map_is_an_error_naming_it_and_the_rest_keeps_working():
         assert maps.errors == errors
         assert [(e.map_name, e.reason) for e in maps.failed_writes] == [("weft_lb4_services", "full")]
         assert maps.stale == set(third)
+        assert ("10.96.7.3", 0) not in frontend_addrs(programs), "no address left for a frontend never written"
         out = pk.Parsed(run(programs.from_pod.fd, pk.tcp_packet(CLIENT, VIP, 47000, 80)).packet)
         assert out.dst == B1.ip, "the Services that fit keep working"
         untouched = pk.tcp_packet(CLIENT, "10.96.7.3", 47001, 80)
