@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from .maps import delete_entry
+from .maps import delete_all, delete_entry, lookup_all
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,21 @@ class ConntrackGC:
     def sweep(self) -> int:
         """Delete every expired entry now; return how many."""
         now = int(time.monotonic())
+        found = lookup_all(self.ct)
+        if found is None:
+            entries, expired = self._sweep_one_by_one(now)
+        else:
+            keys, values, entries = found
+            stale = [keys[i] for i in range(entries) if values[i].expires < now]
+            expired = delete_all(self.ct, (self.ct.Key * len(stale))(*stale)) if stale else 0
+        self.last_removed = expired
+        self.live = entries - expired
+        if expired:
+            log.debug("conntrack GC removed %d expired entries", expired)
+        return expired
+
+    def _sweep_one_by_one(self, now: int) -> tuple[int, int]:
+        """The sweep where the kernel has no batch operations for the map."""
         entries = 0
         expired = []
         for k, v in self.ct.items():
@@ -35,11 +50,7 @@ class ConntrackGC:
                 expired.append(k)
         for key in expired:
             delete_entry(self.ct, key)
-        self.last_removed = len(expired)
-        self.live = entries - len(expired)
-        if expired:
-            log.debug("conntrack GC removed %d expired entries", len(expired))
-        return len(expired)
+        return entries, len(expired)
 
     def maybe_sweep(self) -> bool:
         """Sweep when the interval has passed; True if it did."""

@@ -1,6 +1,7 @@
 """Writing BPF map entries through BCC with errors an operator can act on."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import heapq
 import os
@@ -62,6 +63,56 @@ class BatchWriter:
             self.table.items_update_batch(key_array, value_array)
         except Exception as exc:
             raise _write_error(exc, self.map_name, self.size) from None
+
+
+_NO_BATCH = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
+
+
+def lookup_all(table, chunk: int = 4096):
+    """Every entry of a hash map, read with BPF_MAP_LOOKUP_BATCH: a few system
+    calls where iterating takes two per entry and a Python object each (the
+    conntrack sweep reads up to the whole map). (keys, values, count) as
+    arrays of BCC's Key and Leaf types, or None where the kernel has no batch
+    lookup for the map."""
+    from bcc.libbcc import lib
+
+    capacity = table.max_entries
+    keys, values = (table.Key * capacity)(), (table.Leaf * capacity)()
+    key_size, value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
+    token, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
+    total = 0
+    while total < capacity:
+        count.value = min(chunk, capacity - total)
+        ret = lib.bpf_lookup_batch(table.map_fd, ctypes.byref(token) if total else None, ctypes.byref(token),
+                                   ctypes.byref(keys, key_size * total), ctypes.byref(values, value_size * total),
+                                   ctypes.byref(count))
+        err = ctypes.get_errno()
+        total += count.value
+        if ret == 0:
+            continue
+        if err == errno.ENOENT:  # every bucket walked
+            break
+        if total == 0 and err in _NO_BATCH:
+            return None
+        raise OSError(err, f"BPF_MAP_LOOKUP_BATCH: {os.strerror(err)}")
+    return keys, values, total
+
+
+def delete_all(table, keys) -> int:
+    """Delete the given keys (an array of table.Key) with BPF_MAP_DELETE_BATCH;
+    return how many were there to delete. A key gone meanwhile is skipped."""
+    from bcc.libbcc import lib
+
+    key_size, done, deleted = ctypes.sizeof(table.Key), 0, 0
+    count = ctypes.c_uint32(0)
+    while done < len(keys):
+        count.value = len(keys) - done
+        ret = lib.bpf_delete_batch(table.map_fd, ctypes.byref(keys, key_size * done), ctypes.byref(count))
+        done += count.value
+        deleted += count.value
+        if ret != 0:
+            done += 1  # the batch stops at a key that is not there: evicted or deleted meanwhile
+    return deleted
 
 
 def _ctype(kind, value):
