@@ -204,10 +204,13 @@ def test_conntrack_gc_removes_expired_entries_only(pod_programs):
         leaf.expires = expires
         ct[key] = leaf
 
-    for sport in range(50000, 55000):  # more than one batch of the sweep's reads
+    for sport in range(50000, 53000):
         plant(sport, now - 5 if sport % 2 else now + 300)
-    assert lookup_all(ct) is not None, "this kernel has batch lookups for LRU hash maps"
+    found = lookup_all(ct, chunk=1000)  # more than one batch
+    assert found is not None, "this kernel has batch lookups for LRU hash maps"
+    keys, _, count = found
+    assert sum(1 for i in range(count) if keys[i].saddr == ip_u32("10.7.0.1")) == 3000
     gc = ConntrackGC(pod_programs)
-    assert gc.sweep() >= 2500 and gc.live >= 2500
+    assert gc.sweep() >= 1500 and gc.live >= 1500
     left = {k.sport for k in ct.keys() if k.saddr == ip_u32("10.7.0.1")}
-    assert left == set(range(50000, 55000, 2))
+    assert left == set(range(50000, 53000, 2))
