@@ -61,6 +61,7 @@ class AgentOptions:
     metrics_address: str = "127.0.0.1:9962"  # "" disables
     monitor_aggregation: str = "medium"
     monitor_interval: int = 5
+    monitor_flags: str = "syn,fin,rst"  # validated by node_config.parse_tcp_flags
     policy_audit: bool = False
     identity_file: Path = Path("/var/lib/weft/identities.json")
     exporter: object | None = None  # observe.exporter.FileExporter
@@ -195,7 +196,7 @@ class Agent:
         self.endpoints = EndpointManager(self.programs, self.ipr)
         self.lb = LBMaps(self.programs)
         self.node_config = NodeConfig(self.programs, self.options.monitor_aggregation,
-                                      self.options.monitor_interval)
+                                      self.options.monitor_interval, self.options.monitor_flags)
         self.ct_gc = ConntrackGC(self.programs)
         self.policy_maps = PolicyMaps(self.programs)
         self.health = HealthChecks()

@@ -10,6 +10,15 @@ import click
 from .datapath import abi
 from .datapath.errors import DatapathError
 from .datapath.loader import DatapathConfig
+from .datapath.node_config import DEFAULT_REPORT_FLAGS, parse_tcp_flags
+
+
+def _tcp_flags(ctx, param, value: str) -> str:
+    try:
+        parse_tcp_flags(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,6 +47,9 @@ from .datapath.loader import DatapathConfig
               "TCP flags and a periodic report; new connections only; or none. Drops always.")
 @click.option("--monitor-aggregation-interval", "monitor_interval", default=5, show_default=True,
               type=click.IntRange(1, 3600), help="Seconds between reports of one connection (medium).")
+@click.option("--monitor-aggregation-flags", "monitor_flags", default=DEFAULT_REPORT_FLAGS, show_default=True,
+              callback=_tcp_flags, help="TCP flags whose first sighting each way is reported (medium): "
+              "a comma-separated list of syn, fin, rst, psh, ack, urg, ece, cwr; or all, or none.")
 @click.option("--metrics-address", default="127.0.0.1:9962", show_default=True,
               help="Where /metrics listens (host:port; loopback by default); empty to disable.")
 @click.option("--uplink", "uplinks", multiple=True,
@@ -79,7 +91,7 @@ from .datapath.loader import DatapathConfig
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key, tls_client_ca, pin_root, ct_map_size,
-         endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
+         endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, monitor_flags, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, identity_gc_grace_period, export_file,
          export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, log_level):
@@ -136,6 +148,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
         metrics_address=metrics_address,
         monitor_aggregation=monitor_aggregation,
         monitor_interval=monitor_interval,
+        monitor_flags=monitor_flags,
         policy_audit=policy_audit_mode,
         identity_file=identity_file,
         identity_gc_grace=identity_gc_grace_period,

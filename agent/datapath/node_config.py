@@ -8,14 +8,33 @@ from __future__ import annotations
 from .maps import ip_to_be32
 
 AGGREGATION = {"medium": 0, "none": 1, "maximum": 2, "off": 3}  # enum monitor_aggregation
+TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40, "cwr": 0x80}
+DEFAULT_REPORT_FLAGS = "syn,fin,rst"
+
+
+def parse_tcp_flags(text: str) -> int:
+    """'syn,fin,rst' (Cilium's names), 'all' or 'none' as the mask of struct node_config."""
+    mask = 0
+    for name in (n.strip().lower() for n in text.split(",") if n.strip()):
+        if name == "all":
+            mask |= 0xFF
+        elif name == "none":
+            continue
+        elif name in TCP_FLAGS:
+            mask |= TCP_FLAGS[name]
+        else:
+            raise ValueError(f"unknown TCP flag {name!r}: use {', '.join(TCP_FLAGS)}, all or none")
+    return mask
 
 
 class NodeConfig:
-    def __init__(self, programs, aggregation: str = "medium", report_interval: int = 5):
+    def __init__(self, programs, aggregation: str = "medium", report_interval: int = 5,
+                 report_flags: str = DEFAULT_REPORT_FLAGS):
         self.table = programs.table("weft_node")
         self.ipv4 = ""
         self.aggregation = AGGREGATION[aggregation]
         self.report_interval = report_interval
+        self.report_flags = parse_tcp_flags(report_flags)
         self._write()
 
     def _write(self) -> None:
@@ -23,6 +42,7 @@ class NodeConfig:
         leaf.ipv4 = ip_to_be32(self.ipv4) if self.ipv4 else 0
         leaf.aggregation = self.aggregation
         leaf.report_interval = self.report_interval
+        leaf.report_flags = self.report_flags
         self.table[self.table.Key(0)] = leaf
 
     def set_ipv4(self, ip: str) -> None:
@@ -30,8 +50,11 @@ class NodeConfig:
             self.ipv4 = ip
             self._write()
 
-    def set_aggregation(self, level: str, report_interval: int | None = None) -> None:
+    def set_aggregation(self, level: str, report_interval: int | None = None,
+                        report_flags: str | None = None) -> None:
         self.aggregation = AGGREGATION[level]
         if report_interval is not None:
             self.report_interval = report_interval
+        if report_flags is not None:
+            self.report_flags = parse_tcp_flags(report_flags)
         self._write()

@@ -27,7 +27,7 @@
 #define WEFT_LAYOUT_weft_lb4_services 4
 #define WEFT_LAYOUT_weft_lb4_slots 4
 #define WEFT_LAYOUT_weft_metrics 4
-#define WEFT_LAYOUT_weft_node 4
+#define WEFT_LAYOUT_weft_node 5
 #define WEFT_LAYOUT_weft_policy 4
 #define WEFT_LAYOUT_weft_policy_verdicts 4
 #define WEFT_LAYOUT_weft_snat4 4

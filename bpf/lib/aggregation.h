@@ -2,6 +2,11 @@
  * flow event, so an operator sees every connection, its first answer and its
  * state changes without an event per packet.
  *
+ * Which TCP flags count as a state change is the agent's
+ * --monitor-aggregation-flags; SYN, FIN and RST by default, as Cilium's agent:
+ * an ACK or PSH first seen says little an operator acts on, and costs an event
+ * each per connection.
+ *
  * At medium, state changes (first-seen TCP flags, periodic reports) are
  * reported where a packet leaves a pod (from_pod), as Cilium reports them on
  * egress: that is where the datapath has decided everything about it. Where a
@@ -19,6 +24,7 @@
 #include "node.h"
 
 #define DEFAULT_REPORT_INTERVAL 5
+#define DEFAULT_REPORT_FLAGS (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)
 
 static __always_inline int flow_worth_reporting(int ct_status, struct ct_entry *e,
 						const struct pkt4 *pkt, u8 dir)
@@ -26,6 +32,7 @@ static __always_inline int flow_worth_reporting(int ct_status, struct ct_entry *
 	struct node_config *cfg = node_config();
 	u32 level = cfg ? cfg->aggregation : AGGREGATION_MEDIUM;
 	u32 interval = cfg && cfg->report_interval ? cfg->report_interval : DEFAULT_REPORT_INTERVAL;
+	u8 report_flags = cfg ? cfg->report_flags : DEFAULT_REPORT_FLAGS;
 	u8 *seen, fresh_flags;
 	u32 now;
 
@@ -36,7 +43,7 @@ static __always_inline int flow_worth_reporting(int ct_status, struct ct_entry *
 	if (level != AGGREGATION_MEDIUM || !e)
 		return 0;
 	seen = ct_status == CT_REPLY ? &e->rx_flags : &e->tx_flags;
-	fresh_flags = pkt->tcp_flags & ~*seen;
+	fresh_flags = pkt->tcp_flags & ~*seen & report_flags;
 	now = (u32)ct_now(pkt);
 	if (ct_status == CT_REPLY && !e->reply_reported) {
 		/* the first answer, whatever the protocol: did the server reply? */

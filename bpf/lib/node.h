@@ -19,7 +19,7 @@ struct node_config {
 	u32 ipv4;            /* the node's InternalIP, network order; 0 until known */
 	u32 aggregation;     /* enum monitor_aggregation */
 	u32 report_interval; /* seconds, for AGGREGATION_MEDIUM */
-	u32 pad;
+	u32 report_flags;    /* TCP flags reported when first seen each way (AGGREGATION_MEDIUM) */
 };
 
 BPF_TABLE_PINNED("array", u32, struct node_config, weft_node, 1, WEFT_PIN(weft_node));

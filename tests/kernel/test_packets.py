@@ -27,11 +27,11 @@ def metrics(pod_programs, reason: int, direction: int) -> tuple[int, int]:
 @pytest.fixture
 def aggregation(pod_programs):
     """Set the monitor aggregation level for one test; medium again afterwards."""
-    from agent.datapath.node_config import NodeConfig
+    from agent.datapath.node_config import DEFAULT_REPORT_FLAGS, NodeConfig
 
     config = NodeConfig(pod_programs)
     yield config.set_aggregation
-    config.set_aggregation("medium", 5)
+    config.set_aggregation("medium", 5, DEFAULT_REPORT_FLAGS)
 
 
 def tcp(src, dst, sport, dport, flags):
@@ -52,8 +52,34 @@ def test_new_tcp_connection_forwarded_and_reported(pod_programs, events, aggrega
     assert ev["tcp_flags"] == pk.TCP_SYN
 
 
-def test_medium_reports_first_seen_tcp_flags_per_direction(pod_programs, events, aggregation):
+def medium_handshake_and_close(pod_programs, a, b, sport):
+    """A client pod's connection as its interface sees it; who reported what."""
+    run(pod_programs.from_pod.fd, tcp(a, b, sport, 80, pk.TCP_SYN))
+    run(pod_programs.from_pod.fd, tcp(a, b, sport, 80, pk.TCP_SYN))           # retransmit: nothing new
+    run(pod_programs.to_pod.fd, tcp(b, a, 80, sport, pk.TCP_SYN | pk.TCP_ACK))  # the first reply
+    run(pod_programs.from_pod.fd, tcp(a, b, sport, 80, pk.TCP_ACK))
+    run(pod_programs.from_pod.fd, tcp(a, b, sport, 80, pk.TCP_ACK | pk.TCP_PSH))
+    run(pod_programs.to_pod.fd, tcp(b, a, 80, sport, pk.TCP_ACK))
+    run(pod_programs.from_pod.fd, tcp(a, b, sport, 80, pk.TCP_ACK | pk.TCP_FIN))
+
+
+def test_medium_reports_syn_fin_rst_and_the_first_reply_by_default(pod_programs, events, aggregation):
     aggregation("medium", 3600)
+    a, b = "10.1.1.5", "10.1.1.6"
+    medium_handshake_and_close(pod_programs, a, b, 40005)
+    got = [(e["tcp_flags"], e["is_reply"], e["kind"]) for e in events() if ip_u32(a) in (e["saddr"], e["daddr"])]
+    assert got == [(pk.TCP_SYN, 0, 1), (pk.TCP_SYN | pk.TCP_ACK, 1, 3), (pk.TCP_ACK | pk.TCP_FIN, 0, 3)]
+
+
+def test_medium_reports_the_chosen_flags_first_seen_per_direction(pod_programs, events, aggregation):
+    aggregation("medium", 3600, "psh")
+    medium_handshake_and_close(pod_programs, "10.1.1.7", "10.1.1.8", 40007)
+    got = [(e["tcp_flags"], e["is_reply"], e["kind"]) for e in events() if ip_u32("10.1.1.7") in (e["saddr"], e["daddr"])]
+    assert got == [(pk.TCP_SYN, 0, 1), (pk.TCP_SYN | pk.TCP_ACK, 1, 3), (pk.TCP_ACK | pk.TCP_PSH, 0, 3)]
+
+
+def test_medium_reports_every_first_seen_tcp_flag_per_direction_with_all(pod_programs, events, aggregation):
+    aggregation("medium", 3600, "all")
     a, b = "10.1.1.1", "10.1.1.2"
     run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_SYN))
     run(pod_programs.from_pod.fd, tcp(a, b, 40001, 80, pk.TCP_SYN))           # retransmit: nothing new
