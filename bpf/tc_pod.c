@@ -25,10 +25,11 @@
 #include "lib/policy.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
-				const struct nat4 *nat, u32 ep_id, u8 dir, u16 reason)
+				const struct nat4 *nat, u8 dir, u16 reason)
 {
 	metrics_count(reason, dir, skb->len);
-	flow_emit(pkt, nat, skb->ifindex, ep_id, dir, VERDICT_DROPPED, reason, 0, FLOW_EVENT_DROP);
+	flow_emit(pkt, nat, skb->ifindex, endpoint_id(skb->ifindex), dir, VERDICT_DROPPED, reason, 0,
+		  FLOW_EVENT_DROP);
 	return TC_ACT_SHOT;
 }
 
@@ -36,11 +37,10 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 {
 	struct pkt4 pkt = {};
 	struct nat4 nat = {};
-	struct endpoint_info *ep;
+	struct endpoint_info *ep = NULL; /* looked up where policy or a flow event needs it */
 	struct ct_entry *entry = NULL;
 	struct policy_result policy = {};
 	u32 ifindex = skb->ifindex;
-	u32 ep_id = 0;
 	int hairpin = 0;
 	int ret;
 
@@ -49,10 +49,6 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		return TC_ACT_OK; /* a reject built by from_pod on this interface */
 	}
 
-	ep = weft_endpoints.lookup(&ifindex);
-	if (ep)
-		ep_id = ep->ep_id;
-
 	ret = parse_ipv4(skb, &pkt);
 	if (ret == PARSE_NOT_IPV4) {
 		metrics_count(REASON_FORWARDED, dir, skb->len);
@@ -60,16 +56,16 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	}
 	if (ret < 0) {
 		pkt.len = skb->len;
-		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_INVALID_HDR);
+		return drop(skb, &pkt, &nat, dir, DROP_CT_INVALID_HDR);
 	}
 
 	if (dir == DIR_EGRESS && pkt.daddr == WEFT_HAIRPIN_IPV4) {
 		/* the pod's server answering itself through its Service */
 		ret = lb4_hairpin_reply(skb, &pkt);
 		if (ret < 0)
-			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+			return drop(skb, &pkt, &nat, dir, DROP_WRITE_ERROR);
 		if (ret == 0)
-			return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_UNKNOWN);
+			return drop(skb, &pkt, &nat, dir, DROP_CT_UNKNOWN);
 		metrics_count(REASON_FORWARDED, dir, skb->len);
 		return redirect_to_sender(skb);
 	}
@@ -83,19 +79,19 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 				struct nat4 vip = { .orig_daddr = pkt.daddr, .orig_dport = pkt.dport };
 
 				metrics_count(DROP_NO_SERVICE_BACKEND, dir, skb->len);
-				flow_emit(&pkt, &vip, ifindex, ep_id, dir, VERDICT_DROPPED,
+				flow_emit(&pkt, &vip, ifindex, endpoint_id(ifindex), dir, VERDICT_DROPPED,
 					  DROP_NO_SERVICE_BACKEND, 0, FLOW_EVENT_DROP);
 				return reject(skb, &pkt);
 			}
 			if (ret == LB_CT_FAILED)
-				return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
+				return drop(skb, &pkt, &nat, dir, DROP_CT_CREATE_FAILED);
 			if (ret < 0)
-				return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+				return drop(skb, &pkt, &nat, dir, DROP_WRITE_ERROR);
 			if (pkt.daddr == pkt.saddr) {
 				/* hairpin: the pod is its own backend */
 				if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, WEFT_HAIRPIN_IPV4,
 						 pkt.sport, pkt.sport) < 0)
-					return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+					return drop(skb, &pkt, &nat, dir, DROP_WRITE_ERROR);
 				pkt.saddr = WEFT_HAIRPIN_IPV4;
 				hairpin = 1;
 			}
@@ -106,18 +102,20 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
 		/* every packet that is not a reply answers to policy, so a policy
 		 * change cuts what it no longer allows at its next packet */
+		ep = weft_endpoints.lookup(&ifindex);
 		policy_check(ep, dir, &pkt, &policy);
 		if (policy.verdict == POLICY_DENIED)
-			return drop(skb, &pkt, &nat, ep_id, dir, DROP_POLICY_DENIED);
+			return drop(skb, &pkt, &nat, dir, DROP_POLICY_DENIED);
 	}
 	if (ret == CT_NEW && ct_create(&pkt, dir, &nat) == CT_CREATE_FAILED)
-		return drop(skb, &pkt, &nat, ep_id, dir, DROP_CT_CREATE_FAILED);
+		return drop(skb, &pkt, &nat, dir, DROP_CT_CREATE_FAILED);
 	if (ret != CT_UNTRACKED && (policy.verdict == POLICY_AUDITED ||
 				    flow_worth_reporting(ret, entry, &pkt, dir))) {
 		u8 verdict = policy.verdict == POLICY_AUDITED ? VERDICT_AUDIT : VERDICT_FORWARDED;
 		u16 reason = policy.verdict == POLICY_AUDITED ? DROP_POLICY_DENIED : REASON_FORWARDED;
 
-		flow_emit_at(&pkt, &nat, ifindex, ep_id, dir, verdict, reason, ret == CT_REPLY,
+		flow_emit_at(&pkt, &nat, ifindex, ep ? ep->ep_id : endpoint_id(ifindex), dir, verdict,
+			     reason, ret == CT_REPLY,
 			     ret == CT_NEW ? FLOW_EVENT_NEW : FLOW_EVENT_TRACE, FLOW_POINT_POD,
 			     policy.policy_id);
 	}
@@ -128,7 +126,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		u16 vport = entry->rev_nat_port;
 
 		if (nat4_rewrite(skb, &pkt, 1, pkt.saddr, vip, pkt.sport, vport) < 0)
-			return drop(skb, &pkt, &nat, ep_id, dir, DROP_WRITE_ERROR);
+			return drop(skb, &pkt, &nat, dir, DROP_WRITE_ERROR);
 		if (entry->flags & CT_FLAG_NODE_FRONTEND) {
 			metrics_count(REASON_FORWARDED, dir, skb->len);
 			pkt.saddr = vip;

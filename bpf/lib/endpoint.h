@@ -31,4 +31,13 @@ struct endpoint_info {
 BPF_TABLE_PINNED("hash", u32, struct endpoint_info, weft_endpoints,
 		 WEFT_ENDPOINT_MAP_SIZE, WEFT_PIN(weft_endpoints));
 
+/* The endpoint id of the pod behind `ifindex`, 0 if none: looked up only when
+ * a flow event needs it, as each lookup is a cache miss on a busy node. */
+static __always_inline u32 endpoint_id(u32 ifindex)
+{
+	struct endpoint_info *ep = weft_endpoints.lookup(&ifindex);
+
+	return ep ? ep->ep_id : 0;
+}
+
 #endif
