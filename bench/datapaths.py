@@ -67,6 +67,7 @@ def control_plane(loadgen: str, active: list, services: list, reps: int) -> dict
             if s["sync_effect_s"] and s["sync_effect_s"][0] > SLOW_SYNC_S:
                 continue
             peer.clear()
+            peer.prepare(services)
             full = time_to_effect(loadgen, peer, services[-1], lambda: peer.sync(services))
             added = kubeproxy.extra_service(rep)
             one = time_to_effect(loadgen, peer, added, lambda: peer.add(services, added))

@@ -32,6 +32,9 @@ class Direct:
     def target(self, s: Service) -> tuple[str, int]:
         return s.endpoints[0], s.target_port
 
+    def prepare(self, services: list[Service]) -> None:
+        """Before a timed sync: what stands in for the API server's side of it."""
+
     def sync(self, services: list[Service]) -> None:
         pass
 
@@ -101,13 +104,14 @@ class Weft(IPTables):
         self.manifests = self.dir / "manifests"
         self.manifests.mkdir()
         self.socket = f"unix://{self.dir}/agent.sock"
-        self._write("00-client.json", [
+        self._write("00-client.json", self._render([
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": kubeproxy.NAMESPACE}},
             {"apiVersion": "v1", "kind": "Pod",
              "metadata": {"name": "client", "namespace": kubeproxy.NAMESPACE, "labels": {"app": "client"}},
              "spec": {"nodeName": NODE_NAME, "containers": [{"name": "main"}]},
-             "status": {"podIP": netlab.client_ip(self.peer), "phase": "Running"}}])
+             "status": {"podIP": netlab.client_ip(self.peer), "phase": "Running"}}]))
         self.generation = 0
+        self._prepared: tuple[int, str] | None = None
         log = open(self.dir / "agent.log", "ab")
         self.proc = subprocess.Popen(
             # nsenter, not `ip netns exec`: that remounts /sys, and the agent's pins
@@ -116,12 +120,19 @@ class Weft(IPTables):
              "--node-name", NODE_NAME, "--manifests", str(self.manifests), "--listen", self.socket,
              "--uplink", netlab.UPLINK, "--pin-root", PIN_ROOT, "--metrics-address", "",
              "--identity-file", str(self.dir / "identities.json"), "--poll-interval", "0.01",
-             "--cleanup-on-exit"], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+             "--cleanup-on-exit",
+             # more flags for the agent under test, say another --ct-map-size to compare
+             *os.environ.get("WEFT_BENCH_AGENT_ARGS", "").split()],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         self.wait_synced(120)
 
-    def _write(self, name: str, objects: list[dict]) -> None:
+    @staticmethod
+    def _render(objects: list[dict]) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "List", "items": objects})
+
+    def _write(self, name: str, text: str) -> None:
         tmp = self.manifests / f".{name}.tmp"
-        tmp.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+        tmp.write_text(text)
         os.rename(tmp, self.manifests / name)
 
     def _bump(self) -> None:
@@ -145,11 +156,19 @@ class Weft(IPTables):
             time.sleep(0.05)
         raise RuntimeError(f"Weft's agent did not sync in {timeout:.0f} s; its log: {self.dir / 'agent.log'}")
 
+    def prepare(self, services: list[Service]) -> None:
+        """The objects serialized ahead: an API server holds them already, and
+        turning 20,000 of them into JSON here is not the agent's time."""
+        self._prepared = (id(services), self._render(kubeproxy.weft_objects(services)))
+
     def sync(self, services: list[Service]) -> None:
-        self._write("10-services.json", kubeproxy.weft_objects(services))
+        prepared, self._prepared = self._prepared, None
+        text = prepared[1] if prepared and prepared[0] == id(services) else \
+            self._render(kubeproxy.weft_objects(services))
+        self._write("10-services.json", text)
 
     def add(self, services: list[Service], added: Service) -> None:
-        self._write(f"20-{added.name}.json", kubeproxy.weft_objects([added]))
+        self._write(f"20-{added.name}.json", self._render(kubeproxy.weft_objects([added])))
 
     def remove(self, services: list[Service], added: Service) -> None:
         (self.manifests / f"20-{added.name}.json").unlink()
