@@ -297,17 +297,20 @@ class Agent:
     def _loop(self) -> None:
         next_resync = 0.0
         while not self.stopping.is_set():
-            with gc_paused_for(BULK):  # a poll may parse tens of thousands of objects
+            # a poll may parse tens of thousands of objects: the collector stays off
+            # until its sync is done too (the model is then frozen out of its scans),
+            # or it runs in between over everything the poll just allocated
+            with gc_paused_for(BULK):
                 events = self.source.poll()
-            if not getattr(self.source, "ready", True):
+                ready = getattr(self.source, "ready", True)
+                now = time.monotonic()
+                if ready and (events is not None or now >= next_resync or self.endpoints.errors):
+                    self._sync(events, now)
+                    next_resync = now + RESYNC_S
+            if not ready:
                 # the model is not whole yet: the pinned datapath stays as it is
                 self.stopping.wait(self.options.poll_interval)
                 continue
-            now = time.monotonic()
-            if events is not None or now >= next_resync or self.endpoints.errors:
-                with gc_paused_for(len(events or ())):
-                    self._sync(events, now)
-                next_resync = now + RESYNC_S
             if self.ready and hasattr(self.identities, "collect_garbage") and not self.policy_problems:
                 self.identities.collect_garbage()
             if self.ready and self.ct_gc.maybe_sweep():

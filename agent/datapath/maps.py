@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import heapq
 import os
 import socket
@@ -57,8 +58,8 @@ class BatchWriter:
                 write_entry(self.table, _ctype(self.table.Key, k), _ctype(self.table.Leaf, v),
                             self.map_name, self.size)
             return
-        key_array = (self.table.Key * len(keys))(*keys)
-        value_array = (self.table.Leaf * len(values))(*values)
+        key_array = ctype_array(self.table.Key, keys)
+        value_array = ctype_array(self.table.Leaf, values)
         try:
             self.table.items_update_batch(key_array, value_array)
         except Exception as exc:
@@ -113,6 +114,47 @@ def delete_all(table, keys) -> int:
         if ret != 0:
             done += 1  # the batch stops at a key that is not there: evicted or deleted meanwhile
     return deleted
+
+
+_CODES = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_uint64: "Q",
+          ctypes.c_int8: "b", ctypes.c_int16: "h", ctypes.c_int32: "i", ctypes.c_int64: "q"}
+
+
+@functools.lru_cache(maxsize=None)
+def _layout(kind, given: int | None) -> struct.Struct | None:
+    """A struct.Struct laying out the first `given` fields of a ctypes Structure
+    (None: a scalar type) at the offsets ctypes gives them, zeros elsewhere;
+    None when some field is not a plain integer. Derived from BCC's type, so
+    there is no second copy of a C layout to keep in step."""
+    if given is None:
+        code = _CODES.get(kind)
+        return struct.Struct("=" + code) if code else None
+    fmt, pos = "=", 0
+    for field in kind._fields_[:given]:
+        name, ftype = field[0], field[1]
+        code = _CODES.get(ftype)
+        offset = getattr(kind, name).offset
+        if code is None or len(field) > 2 or offset < pos:  # arrays, nested structs, bit fields
+            return None
+        fmt += "x" * (offset - pos) + code
+        pos = offset + ctypes.sizeof(ftype)
+    return struct.Struct(fmt + "x" * (ctypes.sizeof(kind) - pos))
+
+
+def ctype_array(kind, items: list):
+    """An array of `kind` from tuples of field values (or ints for a scalar type):
+    packed by struct at C speed where ctypes would build an object per entry (a
+    third of writing 10,000 Services), else built by ctypes."""
+    given = len(items[0]) if isinstance(items[0], tuple) else None
+    layout = _layout(kind, given)
+    if layout is not None:
+        try:
+            data = b"".join(layout.pack(*item) for item in items) if given is not None else \
+                b"".join(map(layout.pack, items))
+            return (kind * len(items)).from_buffer_copy(data)
+        except (struct.error, TypeError):  # a value out of its field's range: as ctypes stores it
+            pass
+    return (kind * len(items))(*items)
 
 
 def _ctype(kind, value):
