@@ -145,7 +145,7 @@ class Agent:
         return {"weft_endpoints": (len(self.endpoints.records), cfg.endpoint_map_size),
                 "weft_lb4_services": (len(self.lb.written), cfg.lb_services),
                 "weft_lb4_backends": (len(self.lb.backend_ids), cfg.lb_backends),
-                "weft_lb4_frontend_addrs": (len(self.lb.addr_refs), 2 * cfg.lb_services),
+                "weft_lb4_frontend_addrs": (len(self.lb.addr_refs), self.lb.addr_capacity),
                 "weft_ct": (self.ct_gc.live, cfg.ct_map_size),
                 "weft_policy": (len(self.policy_maps.written_policy), cfg.policy_map_size),
                 "weft_ipcache": (len(self.policy_maps.written_ipcache), cfg.ipcache_map_size)}

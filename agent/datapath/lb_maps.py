@@ -48,6 +48,7 @@ class LBMaps:
         self.services, self.slots = t("weft_lb4_services"), t("weft_lb4_slots")
         self.maglev, self.backends = t("weft_lb4_maglev"), t("weft_lb4_backends")
         self.addrs, self.ct = t("weft_lb4_frontend_addrs"), t("weft_ct")
+        self.addr_capacity = self.addrs.max_entries  # sized in lib/lb.h, relative to the services map
         self.errors: list[str] = []
         self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
         self.stale: set[Frontend] = set()  # frontends whose last change could not be written
@@ -88,7 +89,7 @@ class LBMaps:
         stale = [k for k in self.addrs.keys() if (k.addr, k.scope) not in self.addr_refs]
         for key in stale:
             delete_entry(self.addrs, key)
-        writes = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", 2 * self.config.lb_services)
+        writes = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", self.addr_capacity)
         for key in self.addr_refs:
             writes.put(key, 1)
         writes.flush()
@@ -118,7 +119,7 @@ class LBMaps:
         slots = BatchWriter(self.slots, "weft_lb4_slots", cfg.lb_slots)
         tables = BatchWriter(self.maglev, "weft_lb4_maglev", cfg.lb_maglev)
         services = BatchWriter(self.services, "weft_lb4_services", cfg.lb_services)
-        addrs = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", 2 * cfg.lb_services)
+        addrs = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", self.addr_capacity)
         planned: dict[Frontend, tuple[ServiceFrontend | None, Written | None]] = {}
         new_addrs: set[tuple[int, int]] = set()  # addresses no written frontend listens on yet
 
