@@ -1,7 +1,7 @@
 """The API stays readable by Hubble's tooling, and the generated code is current."""
 from __future__ import annotations
 
-import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +41,16 @@ def test_hubble_package_and_enum_values():
     assert flow_pb2.POLICY_DENIED == 133 and flow_pb2.TO_ENDPOINT == 101 and flow_pb2.AUDIT == 4
 
 
+def without_generator_versions(path: Path) -> list[str]:
+    """The generated code minus the stamps of the grpcio-tools release that made it:
+    a newer release from the registry does not make the committed code stale."""
+    text = path.read_text()
+    text = re.sub(r"GRPC_GENERATED_VERSION = '[^']*'", "GRPC_GENERATED_VERSION = ...", text)
+    text = re.sub(r"# Protobuf Python Version: .*", "# Protobuf Python Version: ...", text)
+    text = re.sub(r"ValidateProtobufRuntimeVersion\([^)]*\)", "ValidateProtobufRuntimeVersion(...)", text)
+    return text.splitlines()
+
+
 def test_generated_code_is_current(tmp_path):
     pytest.importorskip("grpc_tools")
     for proto in PROTOS:
@@ -53,5 +63,5 @@ def test_generated_code_is_current(tmp_path):
         for suffix in ("_pb2.py", "_pb2_grpc.py"):
             committed = ROOT / (stem + suffix)
             if committed.exists():
-                assert filecmp.cmp(committed, tmp_path / (stem + suffix), shallow=False), \
+                assert without_generator_versions(committed) == without_generator_versions(tmp_path / (stem + suffix)), \
                     f"{committed} is stale: run scripts/genproto"
