@@ -5,10 +5,11 @@ while history is being sent gets each flow exactly once. A follower that falls
 behind loses flows from its own queue, never from the ring or other followers,
 and is told how many with a LostEvent.
 
-Flow events from the datapath are kept as the bytes the kernel wrote and
-decoded (enriched from the model) the first time someone reads them: a client,
-a follower, an exporter. Draining the ring buffer thus costs a copy per event,
-not a protobuf message, which is what lets one core keep up with the kernel.
+Flow events from the datapath are kept as the bytes the kernel wrote, a
+drain's worth in one piece (ringbuf.Records), and each is decoded (enriched
+from the model) the first time someone reads it: a client, a follower, an
+exporter. Storing a drain thus costs a ring entry per event made in C, not a
+protobuf message, which is what lets one core keep up with the kernel.
 The price: a flow is enriched with the model of the moment it is first read,
 normally within seconds of the packet.
 """
@@ -19,26 +20,18 @@ import queue
 import threading
 import time
 from collections import deque
+from itertools import repeat
 from typing import Callable
 
 from ..api.flow import flow_pb2
 from ..api.observer import observer_pb2
+from .ringbuf import Records
 
 DEFAULT_CAPACITY = 4095
 FOLLOWER_QUEUE = 8192
 
 log = logging.getLogger(__name__)
-
-
-class Pending:
-    """A flow event as the datapath wrote it; `resp` once decoded (None: undecodable)."""
-
-    __slots__ = ("raw", "resp", "decoded")
-
-    def __init__(self, raw: bytes):
-        self.raw = raw
-        self.resp = None
-        self.decoded = False
+_UNREAD = object()  # a raw event not decoded yet (None: undecodable)
 
 
 class Follower:
@@ -55,7 +48,7 @@ class Follower:
 
 class FlowStore:
     def __init__(self, node_name: str, capacity: int = DEFAULT_CAPACITY,
-                 decode: Callable[[bytes], flow_pb2.Flow] | None = None):
+                 decode: Callable[[bytes, int], flow_pb2.Flow] | None = None):
         self.node_name = node_name
         self.decode = decode
         self.decode_errors = 0
@@ -68,43 +61,51 @@ class FlowStore:
         self.started = time.monotonic_ns()
         self.sinks: list = []  # each has export(GetFlowsResponse), called outside the lock
 
-    def add_raw(self, raws: list[bytes]) -> None:
+    def add_records(self, drained: list[Records]) -> None:
         """Datapath flow events, kept undecoded until they are read. A drain's worth
-        at a time, under one lock: per event, this is the agent's hottest path."""
-        if not raws:
+        at a time, under one lock: per event, this is the agent's hottest path.
+        A raw event's ring entry is (seq, (records, index))."""
+        if not drained:
             return
-        items = [Pending(raw) for raw in raws]
+        entries = []
         with self._lock:
-            first = self.seq + 1
-            self.seq += len(items)
-            entries = list(zip(range(first, first + len(items)), items))
-            self._ring.extend(entries)
-            self.seen_flows += len(items)
+            for records in drained:
+                first = self.seq + 1
+                self.seq += records.count
+                records.resps = [_UNREAD] * records.count
+                added = zip(range(first, self.seq + 1), zip(repeat(records), range(records.count)))
+                if self._followers or self.sinks:
+                    added = list(added)
+                    entries.extend(added)
+                self._ring.extend(added)
+                self.seen_flows += records.count
             for follower in self._followers:
                 for entry in entries:
                     follower.offer(entry)
         if self.sinks:
-            for item in items:
+            for _, item in entries:
                 resp = self.resolve(item)
                 if resp is not None:
                     for sink in self.sinks:
                         sink.export(resp)
 
     def resolve(self, item) -> observer_pb2.GetFlowsResponse | None:
-        """The response for a stored item, decoding a pending event on first use."""
-        if not isinstance(item, Pending):
+        """The response for a stored item, decoding a raw event on first use."""
+        if not isinstance(item, tuple):
             return item
-        if not item.decoded:
+        records, i = item
+        resp = records.resps[i]
+        if resp is _UNREAD:
+            resp = None
             try:
-                flow = self.decode(item.raw)
+                flow = self.decode(records.data, records.offset(i))
                 resp = observer_pb2.GetFlowsResponse(flow=flow, node_name=self.node_name)
                 resp.time.CopyFrom(flow.time)
-                item.resp = resp
             except Exception:  # a bad record must not break a reader
                 self.decode_errors += 1
                 log.exception("cannot decode a flow event")
-            item.decoded = True
-        return item.resp
+            records.resps[i] = resp
+        return resp
 
     def add_flow(self, flow: flow_pb2.Flow) -> None:
         resp = observer_pb2.GetFlowsResponse(flow=flow, node_name=self.node_name)
