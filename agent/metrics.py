@@ -69,7 +69,7 @@ class DatapathCollector:
 
 class FlowCollector:
     """weft_flows_processed_total: flow events the agent drained, by verdict and type,
-    from the reader's counts (kept as plain integers: the drain path stays cheap)."""
+    from the reader's counts, and weft_flow_events_undecodable_total (kept as plain integers: the drain path stays cheap)."""
 
     def __init__(self, reader):
         self.reader = reader
@@ -85,6 +85,9 @@ class FlowCollector:
                     name = f"verdict_{verdict}"
                 flows.add_metric([name, "drop" if verdict == flow_pb2.DROPPED else "trace"], count)
         yield flows
+        yield CounterMetricFamily("weft_flow_events_undecodable", "Flow events drained but not readable as "
+                                  "a flow (a record of the wrong size, a decoding failure)",
+                                  value=self.reader.store.decode_errors)
 
 
 class AgentMetrics:

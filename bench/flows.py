@@ -146,7 +146,7 @@ def requests_run(quick: bool) -> dict:
 def run(quick: bool) -> dict:
     runs = 3 if quick else 5
     events = 100_000 if quick else 300_000
-    rates = [100_000, 200_000, 300_000, 400_000, 600_000]
+    rates = [100_000, 200_000, 400_000, 600_000, 1_000_000, 2_000_000]
     results: dict = {"flows-drain": {}}
     with scratch_datapath() as programs:  # the agent's default ring: 256 pages
         NodeConfig(programs).set_aggregation("none", 5)

@@ -75,6 +75,7 @@ def test_a_denied_connection_is_a_flow_naming_why_and_a_metric(only_bystander):
     after = scrape("weft-node-1")
     assert after.get(key, 0) > before
     assert after["weft_flows_processed_total{type=drop,verdict=dropped}"] >= 1
+    assert after["weft_flow_events_undecodable_total{}"] == 0, "every drained event reads as a flow"
     assert after["weft_bpf_map_entries{map_name=weft_policy}"] >= 2, "the allow entry and the node's"
     assert after["weft_datapath_sync_duration_seconds_count{}"] >= 1
 
