@@ -84,6 +84,9 @@ class Agent:
         if options.exporter is not None:
             self.store.sinks.append(options.exporter)
         self.stopping = threading.Event()
+        # set by the source at each change (and by a signal): the loop sleeps on it,
+        # so a change is synced as it arrives and an idle agent wakes rarely
+        self.wakeup = threading.Event()
         self.ready = False
         self.synced_generation = 0
         self.started = time.monotonic_ns()
@@ -218,7 +221,9 @@ class Agent:
         log.info("listening on %s", self.options.listen)
         self.reader.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+            signal.signal(sig, lambda *_: (self.stopping.set(), self.wakeup.set()))
+        if hasattr(self.source, "watch"):
+            self.source.watch(self.wakeup.set)
         try:
             self._loop()
         finally:
@@ -309,14 +314,20 @@ class Agent:
                     next_resync = now + RESYNC_S
             if not ready:
                 # the model is not whole yet: the pinned datapath stays as it is
-                self.stopping.wait(self.options.poll_interval)
+                self._sleep()
                 continue
             if self.ready and hasattr(self.identities, "collect_garbage") and not self.policy_problems:
                 self.identities.collect_garbage()
             if self.ready and self.ct_gc.maybe_sweep():
                 self.metrics.conntrack.set(self.ct_gc.live)
                 self.metrics.conntrack_gc.inc(self.ct_gc.last_removed)
-            self.stopping.wait(self.options.poll_interval)
+            self._sleep()
+
+    def _sleep(self) -> None:
+        """Until the source reports a change, or poll_interval: the poll finds what
+        no notification reported (and the periodic work comes due)."""
+        self.wakeup.wait(self.options.poll_interval)
+        self.wakeup.clear()
 
     def _sync(self, events, now: float) -> None:
         """Bring the datapath to the model after `events` (None: a periodic resync)."""

@@ -85,7 +85,8 @@ def _tcp_flags(ctx, param, value: str) -> str:
               "export only the flows one of them matches.")
 @click.option("--export-denylist", default="", help="FlowFilters in JSON: never export the flows one of them matches.")
 @click.option("--flow-buffer", default=4095, show_default=True, help="Recent flows kept in memory.")
-@click.option("--poll-interval", default=0.2, show_default=True, help="Seconds between source polls.")
+@click.option("--poll-interval", default=0.2, show_default=True,
+              help="Longest wait in seconds between two looks at the source; a change it reports wakes the agent at once.")
 @click.option("--cleanup-on-exit", is_flag=True,
               help="On exit detach programs and remove pins (default: leave the datapath running).")
 @click.option("--log-level", default="info", show_default=True,

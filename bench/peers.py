@@ -119,7 +119,7 @@ class Weft(IPTables):
             ["nsenter", f"--net=/var/run/netns/{netlab.node_ns(self.peer)}", "--", sys.executable, "-m", "agent.main",
              "--node-name", NODE_NAME, "--manifests", str(self.manifests), "--listen", self.socket,
              "--uplink", netlab.UPLINK, "--pin-root", PIN_ROOT, "--metrics-address", "",
-             "--identity-file", str(self.dir / "identities.json"), "--poll-interval", "0.01",
+             "--identity-file", str(self.dir / "identities.json"),
              "--cleanup-on-exit",
              # more flags for the agent under test, say another --ct-map-size to compare
              *os.environ.get("WEFT_BENCH_AGENT_ARGS", "").split()],

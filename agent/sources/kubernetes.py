@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from .events import Event, EventType, diff
 from .objects import ManifestError, ObjectKey, validate
@@ -53,8 +54,20 @@ def api_client(kubeconfig: Path | None = None, in_cluster: bool = False):
     return config.new_client_from_config(config_file=str(kubeconfig) if kubeconfig else None)
 
 
+class EventQueue(queue.Queue):
+    """The informers' events for the agent, which `on_change` wakes at each one."""
+
+    def __init__(self):
+        super().__init__()
+        self.on_change: Callable[[], None] = lambda: None
+
+    def put(self, item, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self.on_change()
+
+
 class Informer(threading.Thread):
-    def __init__(self, kind: str, list_fn, out: queue.Queue, stopping: threading.Event):
+    def __init__(self, kind: str, list_fn, out: EventQueue, stopping: threading.Event):
         super().__init__(name=f"informer-{kind}", daemon=True)
         self.kind = kind
         self.list_fn = list_fn
@@ -89,6 +102,7 @@ class Informer(threading.Thread):
         self.resource_version = body["metadata"]["resourceVersion"]
         self.relists += 1
         self.listed.set()
+        self.out.on_change()  # the agent may be waiting for every kind to be listed
 
     def watch(self, until: float) -> None:
         """Stream events from resource_version until the server ends the watch."""
@@ -171,7 +185,7 @@ class KubernetesSource:
 
         from .identities import GC_GRACE_S, ClusterAllocator
 
-        self.queue: queue.Queue = queue.Queue()
+        self.queue = EventQueue()
         self.stopping = threading.Event()
         self.generation = 0
         self.informers = [Informer(kind, getattr(getattr(k8s, group)(client), method), self.queue, self.stopping)
@@ -191,6 +205,12 @@ class KubernetesSource:
     @property
     def errors(self) -> list[str]:
         return [i.error for i in [*self.informers, self.identities.informer] if i.error]
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` (from an informer's thread) at every event and every kind
+        listed; once now, for what came before."""
+        self.queue.on_change = on_change
+        on_change()
 
     def poll(self) -> list[Event] | None:
         """Events since the last poll; None until every kind is listed, then when there are none."""

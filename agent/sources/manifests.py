@@ -7,6 +7,11 @@ parser (a tenth of YAML's cost for the same objects). A file that fails to parse
 objects it last yielded, so a half-saved edit does not delete running pods; an
 invalid object is skipped. Both are reported with the file and document.
 
+With `watch`, inotify (through watchdog) wakes the agent as soon as a file in
+the directory changes, so a change takes effect in milliseconds while the agent
+sleeps between polls; the poll alone still finds every change where inotify
+cannot be had, only later.
+
 A directory maintained by a program (the lab) may hold a `.generation` file
 with a counter that the program bumps after every change; it is read before the
 manifests, so "synced generation N" means every change up to N was seen.
@@ -18,8 +23,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import yaml
+from watchdog import events as fs_events
+from watchdog.observers import Observer
 
 from .events import Event, diff
 from .objects import ManifestError, ObjectKey, validate
@@ -28,6 +36,10 @@ log = logging.getLogger(__name__)
 
 SUFFIXES = (".yaml", ".yml", ".json")
 GENERATION_FILE = ".generation"
+# what makes the directory worth another look; opening and reading files, as a
+# poll itself does, does not
+CHANGES = {fs_events.EVENT_TYPE_CREATED, fs_events.EVENT_TYPE_DELETED, fs_events.EVENT_TYPE_MODIFIED,
+           fs_events.EVENT_TYPE_MOVED, fs_events.EVENT_TYPE_CLOSED, fs_events.EVENT_TYPE_EVENTS_LOST}
 # libyaml's parser where PyYAML was built with it: several times faster
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -90,6 +102,50 @@ class ManifestDir:
     _state: dict[ObjectKey, dict] = field(default_factory=dict, init=False)
     errors: list[str] = field(default_factory=list, init=False)
     generation: int = field(default=0, init=False)
+    _on_change: Callable[[], None] | None = field(default=None, init=False)
+    _observer: Observer | None = field(default=None, init=False)
+    _watched: tuple = field(default=(), init=False)  # (st_dev, st_ino) of the directory watched
+
+    def watch(self, on_change: Callable[[], None]) -> None:
+        """Call `on_change` (from another thread) whenever the directory changes."""
+        self._on_change = on_change
+        self._keep_watching()
+
+    def _keep_watching(self) -> None:
+        """Watch the directory that is at `path` now: one created or replaced since
+        the last look gets a new watch."""
+        if self._on_change is None:
+            return
+        try:
+            st = os.stat(self.path)
+            current = (st.st_dev, st.st_ino)
+        except OSError:
+            current = ()
+        if current == self._watched:
+            return
+        self._stop_watching()
+        if not current:
+            return
+        handler = fs_events.FileSystemEventHandler()
+        handler.on_any_event = lambda event: event.event_type in CHANGES and self._on_change()
+        observer = Observer()
+        try:
+            observer.schedule(handler, str(self.path))
+            observer.start()
+        except OSError as exc:  # out of inotify watches or instances: polling still finds changes
+            log.warning("cannot watch %s (%s); changes are found by polling only", self.path, exc)
+            observer = None  # not retried until the directory is replaced: one warning
+        self._observer, self._watched = observer, current
+
+    def _stop_watching(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+        self._observer, self._watched = None, ()
+
+    def close(self) -> None:
+        self._stop_watching()
+        self._on_change = None
 
     def _scan(self) -> tuple:
         entries = []
@@ -152,6 +208,7 @@ class ManifestDir:
 
     def poll(self) -> list[Event] | None:
         """Events since the last poll, or None when the directory has not changed."""
+        self._keep_watching()
         listing = self._scan()
         if listing == self._listing and self._listing:
             return None

@@ -3,6 +3,7 @@ list/watch protocol: initial lists, live events, a watch cut mid-stream, an
 expired resourceVersion (410 Gone), bookmarks, and an unreachable API."""
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -114,3 +115,15 @@ def test_an_unreachable_api_is_not_ready_and_says_so(tmp_path):
         assert any("Kubernetes API" in e and "retrying" in e for e in src.errors)
     finally:
         src.close()
+
+
+def test_the_agent_is_woken_at_each_change(api, source):
+    woken = threading.Event()
+    source.watch(woken.set)
+    assert len(wait_events(source, 3)) == 3
+    woken.clear()
+    time.sleep(0.5)
+    assert not woken.is_set() and source.poll() is None, "bookmarks alone change nothing"
+    api.put(pod("b"))
+    assert woken.wait(5), "an added pod wakes the agent"
+    assert keys(source.poll()) == [(EventType.ADDED, "Pod", "b")]

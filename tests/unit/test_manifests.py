@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import threading
+import time
 
 import pytest
 
@@ -177,3 +180,56 @@ def test_incremental_polls_agree_with_a_fresh_read(tmp_path):
         expected = {e.key: e.obj for e in fresh.poll()}
         assert seen == expected, f"step {step}"
         assert sorted(source.errors) == sorted(fresh.errors)
+
+
+class Wakes:
+    """Counts the watcher's calls, as the agent's wakeup event would see them."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self):
+        self.event.set()
+
+    def after(self, action, timeout: float = 3.0) -> bool:
+        self.event.clear()
+        action()
+        return self.event.wait(timeout)
+
+
+def test_a_change_in_the_directory_wakes_the_agent_and_its_own_reads_do_not(tmp_path):
+    source, wakes = ManifestDir(tmp_path), Wakes()
+    try:
+        source.watch(wakes)
+        assert wakes.after(lambda: (tmp_path / "a.yaml").write_text(POD % ("a", "a", 1)))
+        assert [e.key.name for e in source.poll()] == ["a"]
+        time.sleep(0.2)  # the write's last notifications (modified, closed) arrive
+        assert not wakes.after(lambda: ((tmp_path / "a.yaml").read_text(), source.poll()), timeout=0.5), \
+            "reading the manifests is not a change"
+        staged = tmp_path / ".b.tmp"
+        staged.write_text(POD % ("b", "b", 2))
+        assert wakes.after(lambda: staged.rename(tmp_path / "b.yaml")), "a file renamed into place"
+        assert wakes.after(lambda: (tmp_path / "a.yaml").unlink())
+        assert {(e.type, e.key.name) for e in source.poll()} == {(EventType.ADDED, "b"), (EventType.DELETED, "a")}
+    finally:
+        source.close()
+
+
+def test_a_directory_created_or_replaced_later_is_watched_from_the_next_poll(tmp_path):
+    path = tmp_path / "manifests"
+    source, wakes = ManifestDir(path), Wakes()
+    threads_before = set(threading.enumerate())
+    try:
+        source.watch(wakes)
+        assert source.poll() == []
+        path.mkdir()
+        source.poll()
+        assert wakes.after(lambda: (path / "a.yaml").write_text(POD % ("a", "a", 1)))
+        shutil.rmtree(path)
+        path.mkdir()
+        source.poll()
+        assert wakes.after(lambda: (path / "b.yaml").write_text(POD % ("b", "b", 2)))
+        assert [e.key.name for e in source.poll()] == ["b"]
+    finally:
+        source.close()
+    assert not [t for t in set(threading.enumerate()) - threads_before if t.is_alive()], "close stops the watcher"
