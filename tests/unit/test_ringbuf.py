@@ -162,3 +162,15 @@ def test_the_reader_counts_verdicts_and_skips_records_that_are_not_flow_events()
     assert reader.drain() == 8
     assert reader.by_verdict[pb.FORWARDED] == 6 and reader.by_verdict[pb.DROPPED] == 2
     assert store.seen_flows == 8 and store.decode_errors == 1
+
+
+def test_the_reader_comes_back_sooner_the_faster_the_ring_fills():
+    from agent.observe.reader import FlowReader
+    reader = object.__new__(FlowReader)
+    reader.quarter = 3500  # events: a quarter of the agent's default ring
+    interval = FlowReader.DRAIN_S
+    assert reader.next_pause(0, interval) == interval
+    assert reader.next_pause(2000, interval) == interval, "100,000 events/s: the ring never nears full"
+    fast = reader.next_pause(20_000, interval)  # a million a second: a quarter fills in 3.5 ms
+    assert abs(fast - 0.0035) < 1e-9
+    assert reader.next_pause(10**6, interval) == FlowReader.MIN_DRAIN_S
