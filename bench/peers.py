@@ -94,9 +94,9 @@ class NFTables(IPTables):
 class Weft(IPTables):
     """P3: Weft's agent in the node namespace, reading a manifests directory.
 
-    The agent polls the directory every 10 ms here; from the Kubernetes API it
-    is told of a change by its watch instead. Manifests are JSON, as the API
-    server's objects are: the agent parses what it would be sent."""
+    The agent runs with its default options: inotify wakes it at a change in the
+    directory, as a watch event from the Kubernetes API does. Manifests are JSON,
+    as the API server's objects are: the agent parses what it would be sent."""
     peer = "P3"
 
     def __init__(self):
