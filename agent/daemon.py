@@ -143,15 +143,15 @@ class Agent:
         return ""
 
     def map_fill(self) -> dict[str, tuple[int, int]]:
-        """Entries the agent keeps in each map it writes, and the map's capacity."""
-        cfg = self.options.datapath
-        return {"weft_endpoints": (len(self.endpoints.records), cfg.endpoint_map_size),
-                "weft_lb4_services": (len(self.lb.written), cfg.lb_services),
-                "weft_lb4_backends": (len(self.lb.backend_ids), cfg.lb_backends),
-                "weft_lb4_frontend_addrs": (len(self.lb.addr_refs), self.lb.addr_capacity),
-                "weft_ct": (self.ct_gc.live, cfg.ct_map_size),
-                "weft_policy": (len(self.policy_maps.written_policy), cfg.policy_map_size),
-                "weft_ipcache": (len(self.policy_maps.written_ipcache), cfg.ipcache_map_size)}
+        """Entries the agent keeps in each map it writes, and the map's capacity as pinned."""
+        size = self.programs.capacity
+        return {"weft_endpoints": (len(self.endpoints.records), size("weft_endpoints")),
+                "weft_lb4_services": (len(self.lb.written), size("weft_lb4_services")),
+                "weft_lb4_backends": (len(self.lb.backend_ids), size("weft_lb4_backends")),
+                "weft_lb4_frontend_addrs": (len(self.lb.addr_refs), size("weft_lb4_frontend_addrs")),
+                "weft_ct": (self.ct_gc.live, size("weft_ct")),
+                "weft_policy": (len(self.policy_maps.written_policy), size("weft_policy")),
+                "weft_ipcache": (len(self.policy_maps.written_ipcache), size("weft_ipcache"))}
 
     def map_names(self) -> list[str]:
         """The datapath's maps, as pinned (the flow ring buffer is not a map to dump)."""
@@ -193,6 +193,11 @@ class Agent:
         self.programs = PodPrograms(self.options.datapath)
         log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
                  time.monotonic() - t0, self.options.datapath.pin_dir)
+        for name, (pinned, configured) in self.programs.resized_pins(self.map_names()).items():
+            # its entries are live connections and Services: kept, at the old size
+            log.warning("%s keeps its pinned size of %d entries, not the %d configured; it is resized "
+                        "when the node's pins are removed (--cleanup-on-exit) or at an ABI upgrade",
+                        name, pinned, configured)
         # an ABI upgrade: carry the previous version's entries into the new maps first
         self.migration = migrate.copy_from_previous(self.options.node_name, self.options.datapath.pin_root,
                                                     self._map_fd)

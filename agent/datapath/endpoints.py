@@ -53,7 +53,7 @@ class EndpointManager:
     def __init__(self, programs: PodPrograms, ipr: IPRoute):
         self.programs = programs
         self.ipr = ipr
-        self.map = EndpointMap(programs.table("weft_endpoints"), programs.config.endpoint_map_size)
+        self.map = EndpointMap(programs.table("weft_endpoints"), programs.capacity("weft_endpoints"))
         # adopt what a previous agent pinned: ifindex -> record
         self.records: dict[int, EndpointRecord] = self.map.read()
         self.attached: set[int] = set()

@@ -18,6 +18,7 @@ from bpf import SOURCE_DIR
 
 from . import abi
 from .errors import CompileError, DatapathError
+from .maps import map_info
 from .unit import translation_unit
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ class PodPrograms:
         from bcc import BPF
 
         self.config = config
+        self._capacity: dict[str, int] = {}
         config.pin_dir.mkdir(parents=True, exist_ok=True)
         self.bpf = compile_source(self.SOURCES, config.cflags())
         try:
@@ -126,6 +128,26 @@ class PodPrograms:
 
     def table(self, name: str):
         return self.bpf[name.encode()]
+
+    def capacity(self, name: str) -> int:
+        """Entries the map holds in the kernel. A map pinned by an earlier start
+        keeps its size whatever this start is configured with, and BCC reports
+        the configured size, not the pin's."""
+        if name not in self._capacity:
+            self._capacity[name] = map_info(self.table(name).map_fd).max_entries
+        return self._capacity[name]
+
+    def resized_pins(self, names) -> dict[str, tuple[int, int]]:
+        """Maps among `names` whose pin is not the configured size: name -> (pinned, configured)."""
+        out = {}
+        for name in names:
+            try:
+                configured = self.table(name).max_entries
+            except KeyError:  # a pin this build does not define
+                continue
+            if self.capacity(name) != configured:
+                out[name] = (self.capacity(name), configured)
+        return out
 
     def close(self) -> None:
         self.bpf.cleanup()

@@ -69,6 +69,22 @@ class BatchWriter:
 _NO_BATCH = (errno.EINVAL, errno.EOPNOTSUPP, 524)  # 524: the kernel's ENOTSUPP
 
 
+class MapInfo(ctypes.Structure):  # the head of the kernel's struct bpf_map_info
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]
+
+
+def map_info(fd: int) -> MapInfo:
+    from bcc.libbcc import lib
+
+    info = MapInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        raise OSError(ctypes.get_errno(), "bpf_obj_get_info failed")
+    return info
+
+
 def lookup_all(table, chunk: int = 4096):
     """Every entry of a hash map, read with BPF_MAP_LOOKUP_BATCH: a few system
     calls where iterating takes two per entry and a Python object each (the
@@ -77,7 +93,7 @@ def lookup_all(table, chunk: int = 4096):
     lookup for the map."""
     from bcc.libbcc import lib
 
-    capacity = table.max_entries
+    capacity = map_info(table.map_fd).max_entries  # BCC's figure is the compiled one, not the pin's
     keys, values = (table.Key * capacity)(), (table.Leaf * capacity)()
     key_size, value_size = ctypes.sizeof(table.Key), ctypes.sizeof(table.Leaf)
     token, count = ctypes.c_uint32(0), ctypes.c_uint32(0)

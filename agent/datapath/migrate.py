@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import abi
+from .maps import MapInfo, map_info
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +33,6 @@ BPF_ANY, BPF_NOEXIST = 0, 1
 PERCPU_TYPES = {5, 6, 10}  # BPF_MAP_TYPE_PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 # State the datapath itself creates per connection: copied again after the attach.
 PER_CONNECTION = ("weft_ct", "weft_lb4_affinity", "weft_snat4")
-
-
-class MapInfo(ctypes.Structure):  # the head of the kernel's struct bpf_map_info
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
-                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16), ("rest", ctypes.c_uint8 * 64)]
-
-
-def map_info(fd: int) -> MapInfo:
-    from bcc.libbcc import lib
-
-    info = MapInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
-        raise OSError(ctypes.get_errno(), "bpf_obj_get_info failed")
-    return info
 
 
 def _value_size(info: MapInfo) -> int:

@@ -52,6 +52,35 @@ def test_pinned_maps_are_reused_by_a_second_load(pod_programs):
         second.close()
 
 
+def test_a_map_pinned_at_another_size_keeps_its_size_and_says_so():
+    """A restart with a new --ct-map-size keeps the live conntrack map: the agent
+    sizes its reads and capacity metrics by the pin, and names the difference."""
+    from agent.datapath.loader import DatapathConfig, PodPrograms
+    from agent.datapath.maps import lookup_all
+
+    config = DatapathConfig(node=f"resize-{uuid.uuid4().hex[:6]}", pin_root=TEST_PIN_ROOT, ct_map_size=4096)
+    first = PodPrograms(config)
+    second = None
+    try:
+        ct = first.table("weft_ct")
+        for port in range(3000):
+            key = ct.Key()
+            key.sport, key.proto = port, 6
+            ct[key] = ct.Leaf()
+        smaller = DatapathConfig(node=config.node, pin_root=TEST_PIN_ROOT, ct_map_size=2048)
+        second = PodPrograms(smaller)
+        assert second.table("weft_ct").max_entries == 2048, "BCC reports the size compiled in"
+        assert second.capacity("weft_ct") == 4096
+        assert second.resized_pins(["weft_ct", "weft_endpoints"]) == {"weft_ct": (4096, 2048)}
+        found = lookup_all(second.table("weft_ct"))
+        assert found is not None and found[2] == 3000, "every entry read, beyond the configured size"
+    finally:
+        if second is not None:
+            second.close()
+        first.close()
+        unpin_node(config.node, TEST_PIN_ROOT)
+
+
 def test_unpin_removes_every_version_of_one_node_only(tmp_path):
     root = Path("/sys/fs/bpf") / f"weft-unpin-{uuid.uuid4().hex[:8]}"
     try:
