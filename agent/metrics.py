@@ -69,7 +69,8 @@ class DatapathCollector:
 
 class FlowCollector:
     """weft_flows_processed_total: flow events the agent drained, by verdict and type,
-    from the reader's counts, and weft_flow_events_undecodable_total (kept as plain integers: the drain path stays cheap)."""
+    and weft_flow_events_undecodable_total, from the reader's and the store's counts
+    (kept as plain integers: the drain path stays cheap)."""
 
     def __init__(self, reader):
         self.reader = reader

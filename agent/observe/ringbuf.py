@@ -41,9 +41,6 @@ class Records:
     def offset(self, i: int) -> int:
         return self.start + i * self.stride
 
-    def __len__(self) -> int:
-        return self.count
-
 
 def _run_length(headers: memoryview, header: bytes, limit: int) -> int:
     """How many of the first `limit` headers (4 bytes each) equal `header`."""
@@ -63,7 +60,6 @@ class RingBuffer:
     def __init__(self, map_fd: int, size: int):
         if size & (size - 1):
             raise ValueError(f"a ring buffer's size is a power of two, not {size}")
-        self.size = size
         self.mask = size - 1
         page = mmap.PAGESIZE
         self.consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
