@@ -48,10 +48,8 @@ class LBMaps:
         self.services, self.slots = t("weft_lb4_services"), t("weft_lb4_slots")
         self.maglev, self.backends = t("weft_lb4_maglev"), t("weft_lb4_backends")
         self.addrs, self.ct = t("weft_lb4_frontend_addrs"), t("weft_ct")
-        # sizes as pinned (the frontend addresses' is set in lib/lb.h, relative to the services map)
-        self.capacity = {name: programs.capacity(name) for name in (
-            "weft_lb4_services", "weft_lb4_slots", "weft_lb4_maglev", "weft_lb4_backends", "weft_lb4_frontend_addrs")}
-        self.addr_capacity = self.capacity["weft_lb4_frontend_addrs"]
+        # map sizes as pinned (the frontend addresses' is set in lib/lb.h, relative to the services map)
+        self.capacity = programs.capacity
         self.errors: list[str] = []
         self.failed_writes: list[DatapathError] = []  # drained by the agent into metrics
         self.stale: set[Frontend] = set()  # frontends whose last change could not be written
@@ -92,7 +90,7 @@ class LBMaps:
         stale = [k for k in self.addrs.keys() if (k.addr, k.scope) not in self.addr_refs]
         for key in stale:
             delete_entry(self.addrs, key)
-        writes = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", self.addr_capacity)
+        writes = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", self.capacity("weft_lb4_frontend_addrs"))
         for key in self.addr_refs:
             writes.put(key, 1)
         writes.flush()
@@ -118,11 +116,11 @@ class LBMaps:
     def apply(self, changes: dict[Frontend, ServiceFrontend | None]) -> list[str]:
         """Write the changed frontends (None: removed); return what failed."""
         cfg, size = self.config, self.capacity
-        backends = BatchWriter(self.backends, "weft_lb4_backends", size["weft_lb4_backends"])
-        slots = BatchWriter(self.slots, "weft_lb4_slots", size["weft_lb4_slots"])
-        tables = BatchWriter(self.maglev, "weft_lb4_maglev", size["weft_lb4_maglev"])
-        services = BatchWriter(self.services, "weft_lb4_services", size["weft_lb4_services"])
-        addrs = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", self.addr_capacity)
+        backends = BatchWriter(self.backends, "weft_lb4_backends", size("weft_lb4_backends"))
+        slots = BatchWriter(self.slots, "weft_lb4_slots", size("weft_lb4_slots"))
+        tables = BatchWriter(self.maglev, "weft_lb4_maglev", size("weft_lb4_maglev"))
+        services = BatchWriter(self.services, "weft_lb4_services", size("weft_lb4_services"))
+        addrs = BatchWriter(self.addrs, "weft_lb4_frontend_addrs", size("weft_lb4_frontend_addrs"))
         planned: dict[Frontend, tuple[ServiceFrontend | None, Written | None]] = {}
         new_addrs: set[tuple[int, int]] = set()  # addresses no written frontend listens on yet
 
