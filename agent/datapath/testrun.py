@@ -8,10 +8,11 @@ per-run time.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 from functools import cache
+
+from .libbpf import libbpf
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -37,7 +38,7 @@ class _TestRunOpts(ctypes.Structure):
 
 @cache
 def _libbpf():
-    lib = ctypes.CDLL(ctypes.util.find_library("bpf") or "libbpf.so.1", use_errno=True)
+    lib = libbpf()
     lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
     lib.bpf_prog_test_run_opts.restype = ctypes.c_int
     return lib
