@@ -65,7 +65,7 @@ static __always_inline void flow_emit_at(const struct pkt4 *pkt, const struct na
 			*lost += 1;
 		return;
 	}
-	ev->ktime_ns = pkt->ktime_ns;
+	ev->ktime_ns = bpf_ktime_get_ns(); /* to the nanosecond, unlike pkt->ktime_ns */
 	ev->saddr = pkt->saddr;
 	ev->daddr = pkt->daddr;
 	ev->sport = pkt->sport;

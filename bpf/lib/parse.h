@@ -22,8 +22,10 @@ struct pkt4 {
 	u32 len;
 	u16 l4_off;      /* offset of the L4 header from the start of the packet */
 	u16 pad2;
-	u64 ktime_ns;    /* CLOCK_MONOTONIC when this program first saw the packet: read
-			  * once, as conntrack, aggregation and flow events all need it */
+	u64 ktime_ns;    /* CLOCK_MONOTONIC_COARSE when this program first saw the packet:
+			  * conntrack, affinity and aggregation count whole seconds, and the
+			  * coarse clock is a memory read where the precise one reads the TSC
+			  * (flow events read the precise clock, once each) */
 };
 
 enum parse_result {
@@ -55,7 +57,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 	struct iphdr ip;
 	u32 l4_off;
 
-	pkt->ktime_ns = bpf_ktime_get_ns();
+	pkt->ktime_ns = bpf_ktime_get_coarse_ns();
 	if (load_header(skb, 0, &eth, struct ethhdr) < 0)
 		return PARSE_INVALID;
 	if (eth.h_proto != bpf_htons(ETH_P_IP))
