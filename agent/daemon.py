@@ -22,7 +22,7 @@ from . import __version__
 from .api import server as api_server
 from .api import views
 from .api.weft import agent_pb2
-from .datapath import migrate, preflight, tc
+from .datapath import abi, cgroup, migrate, preflight, tc
 from .datapath.conntrack import ConntrackGC
 from .datapath.endpoints import EndpointManager
 from .datapath.errors import DatapathError
@@ -69,6 +69,8 @@ class AgentOptions:
     kubeconfig: Path | None = None  # the Kubernetes API as the source, instead of manifests
     in_cluster: bool = False
     identity_gc_grace: float = 300.0  # with the API: unused identities are deleted after this
+    # the cgroup whose processes' TCP connect() is load-balanced at the socket; None: per packet only
+    socket_lb_cgroup: Path | None = None
 
 
 SERVICE_KINDS = {"Service", "EndpointSlice"}
@@ -155,7 +157,8 @@ class Agent:
 
     def map_names(self) -> list[str]:
         """The datapath's maps, as pinned (the flow ring buffer is not a map to dump)."""
-        return sorted(p.name for p in self.options.datapath.pin_dir.iterdir())
+        return sorted(p.name for p in self.options.datapath.pin_dir.iterdir()
+                      if p.name not in PodPrograms.SOCKET_STORAGE)
 
     def status(self) -> agent_pb2.StatusResponse:
         endpoints = [
@@ -184,6 +187,8 @@ class Agent:
         attached = sum(1 for e in self.endpoints.endpoints.values() if e.attached)
         out = [f"{p.FROM_POD}, {p.TO_POD}: TC ingress/egress on {attached} pod interfaces"]
         out += [f"{p.FROM_NETWORK}: TC ingress on {name}" for name in self.options.uplinks]
+        if self.options.socket_lb_cgroup is not None:
+            out.append(f"{', '.join(p.SOCKET_HOOKS)}: cgroup {self.options.socket_lb_cgroup}")
         return out
 
     def run(self) -> int:
@@ -277,13 +282,14 @@ class Agent:
                      written, removed, time.monotonic() - t0)
 
     def _map_fd(self, name: str) -> int:
-        return self.programs.table(name).map_fd
+        return self.programs.map_fd(name)
 
     def _attach_programs(self) -> None:
         """Replace the running programs with this agent's, once every map is written."""
         before = migrate.catch_up(self.migration, self._map_fd)
         self.endpoints.attach_pending()
         self._attach_uplinks()
+        self._attach_socket_programs()
         if self.migration:
             after = migrate.catch_up(self.migration, self._map_fd)
             migrate.finish(self.migration)
@@ -303,6 +309,20 @@ class Agent:
             tc.attach(self.ipr, found[0], tc.INGRESS, self.programs.from_network.fd,
                       self.programs.FROM_NETWORK)
             log.info("attached %s to uplink %s", self.programs.FROM_NETWORK, name)
+
+    def _socket_link(self, name: str) -> Path:
+        return abi.link_dir(self.options.node_name, self.options.datapath.pin_root) / name
+
+    def _attach_socket_programs(self) -> None:
+        where = self.options.socket_lb_cgroup
+        for name, hook in self.programs.SOCKET_HOOKS.items():
+            pin = self._socket_link(name)
+            if where is None:
+                if cgroup.detach(pin):  # an earlier start had it on; this one was told not to
+                    log.info("detached %s (no --socket-lb-cgroup)", name)
+                continue
+            how = cgroup.attach(where, pin, self.programs.socket[name].fd, hook)
+            log.info("%s on cgroup %s: %s", name, where, how)
 
     def _loop(self) -> None:
         next_resync = 0.0

@@ -54,6 +54,11 @@ def _tcp_flags(ctx, param, value: str) -> str:
               help="Where /metrics listens (host:port; loopback by default); empty to disable.")
 @click.option("--uplink", "uplinks", multiple=True,
               help="An interface where traffic from outside arrives (NodePort, external IPs); repeatable.")
+@click.option("--socket-lb-cgroup", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A cgroup v2 directory (the hierarchy's root on a node: /sys/fs/cgroup, or "
+                   "/sys/fs/cgroup/unified on a hybrid host): its processes' TCP connections to "
+                   "Services get their backend at connect(), and are never translated per packet. "
+                   "Unset: every Service connection is translated per packet.")
 @click.option("--lb-algorithm", type=click.Choice(["random", "maglev"]), default="random", show_default=True,
               help="Backend selection for Services without a weft.io/lb-algorithm annotation.")
 @click.option("--maglev-table-size", default=1021, show_default=True,
@@ -95,7 +100,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, monitor_flags, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, identity_gc_grace_period, export_file,
-         export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, log_level):
+         export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, socket_lb_cgroup, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
                         format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
@@ -129,6 +134,10 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
     if not is_prime(maglev_table_size):
         raise click.BadParameter(f"{maglev_table_size} is not prime", param_hint="--maglev-table-size")
 
+    if socket_lb_cgroup is not None and not (socket_lb_cgroup / "cgroup.controllers").exists():
+        raise click.BadParameter(f"{socket_lb_cgroup} is not a cgroup v2 directory (it has no cgroup.controllers)",
+                                 param_hint="--socket-lb-cgroup")
+
     options = AgentOptions(
         node_name=node_name,
         manifests=manifests,
@@ -155,6 +164,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
         identity_gc_grace=identity_gc_grace_period,
         exporter=exporter,
         tls=tls,
+        socket_lb_cgroup=socket_lb_cgroup,
     )
     try:
         sys.exit(Agent(options).run())

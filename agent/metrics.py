@@ -32,12 +32,14 @@ def reason_name(reason: int) -> str:
 
 
 class DatapathCollector:
-    """weft_datapath_{packets,bytes}_total by direction and reason, and lost flow events."""
+    """weft_datapath_{packets,bytes}_total by direction and reason, lost flow events, policy
+    verdicts and socket-level translations."""
 
     def __init__(self, programs):
         self.counters = programs.table("weft_metrics")
         self.lost = programs.table("weft_flow_lost")
         self.policy_verdicts = programs.table("weft_policy_verdicts")
+        self.socket_translations = programs.table("weft_sock_lb_translations")
 
     def collect(self):
         packets = CounterMetricFamily("weft_datapath_packets", "Packets the datapath forwarded or dropped",
@@ -65,6 +67,9 @@ class DatapathCollector:
                 verdicts.add_metric([DIRECTIONS.get(key.value & 3, "unknown"),
                                      POLICY_VERDICTS.get(key.value >> 2, "unknown")], total)
         yield verdicts
+        yield CounterMetricFamily("weft_socket_lb_translations", "TCP connections to a Service given their "
+                                  "backend at connect() (--socket-lb-cgroup), never translated per packet",
+                                  value=sum(self.socket_translations[self.socket_translations.Key(0)]))
 
 
 class FlowCollector:

@@ -23,6 +23,7 @@
 #include "lib/node.h"
 #include "lib/aggregation.h"
 #include "lib/policy.h"
+#include "lib/sock.h"
 
 static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 				const struct nat4 *nat, u8 dir, u16 reason)
@@ -33,6 +34,19 @@ static __always_inline int drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 	return TC_ACT_SHOT;
 }
 
+/* What a flow record says a packet was sent to: its Service when connect()
+ * chose the backend (lib/sock.h), as when from_pod translates it. */
+static __always_inline struct nat4 flow_nat(const struct nat4 *nat, const struct sock_lb *opened)
+{
+	struct nat4 named = *nat;
+
+	if (opened) {
+		named.orig_daddr = opened->vip;
+		named.orig_dport = opened->vport;
+	}
+	return named;
+}
+
 static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 {
 	struct pkt4 pkt = {};
@@ -40,6 +54,7 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 	struct endpoint_info *ep = NULL; /* looked up where policy or a flow event needs it */
 	struct ct_entry *entry = NULL;
 	struct policy_result policy = {};
+	struct sock_lb *opened = NULL; /* the packet's socket, when connect() chose its backend */
 	u32 ifindex = skb->ifindex;
 	int hairpin = 0;
 	int ret;
@@ -98,14 +113,19 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		}
 	}
 
-	ret = ct_lookup(&pkt, dir, &nat, &entry);
+	if (dir == DIR_EGRESS && !nat.orig_daddr)
+		opened = sock_lb_of(skb, &pkt);
+	ret = ct_lookup(&pkt, dir, &nat, opened != NULL, &entry);
 	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
 		/* every packet that is not a reply answers to policy, so a policy
 		 * change cuts what it no longer allows at its next packet */
 		ep = weft_endpoints.lookup(&ifindex);
 		policy_check(ep, dir, &pkt, &policy);
-		if (policy.verdict == POLICY_DENIED)
-			return drop(skb, &pkt, &nat, dir, DROP_POLICY_DENIED);
+		if (policy.verdict == POLICY_DENIED) {
+			struct nat4 named = flow_nat(&nat, opened);
+
+			return drop(skb, &pkt, &named, dir, DROP_POLICY_DENIED);
+		}
 	}
 	if (ret == CT_NEW && ct_create(&pkt, dir, &nat) == CT_CREATE_FAILED)
 		return drop(skb, &pkt, &nat, dir, DROP_CT_CREATE_FAILED);
@@ -113,8 +133,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 				    flow_worth_reporting(ret, entry, &pkt, dir))) {
 		u8 verdict = policy.verdict == POLICY_AUDITED ? VERDICT_AUDIT : VERDICT_FORWARDED;
 		u16 reason = policy.verdict == POLICY_AUDITED ? DROP_POLICY_DENIED : REASON_FORWARDED;
+		struct nat4 named = flow_nat(&nat, opened);
 
-		flow_emit_at(&pkt, &nat, ifindex, ep ? ep->ep_id : endpoint_id(ifindex), dir, verdict,
+		flow_emit_at(&pkt, &named, ifindex, ep ? ep->ep_id : endpoint_id(ifindex), dir, verdict,
 			     reason, ret == CT_REPLY,
 			     ret == CT_NEW ? FLOW_EVENT_NEW : FLOW_EVENT_TRACE, FLOW_POINT_POD,
 			     policy.policy_id);

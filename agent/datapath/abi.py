@@ -47,3 +47,9 @@ def node_pin_root(node: str, root: Path = PIN_ROOT) -> Path:
 
 def pin_dir(node: str, root: Path = PIN_ROOT) -> Path:
     return node_pin_root(node, root) / f"v{abi_version()}"
+
+
+def link_dir(node: str, root: Path = PIN_ROOT) -> Path:
+    """A node's pinned BPF links (cgroup attachments). Not versioned: an agent of
+    a new ABI version finds them and swaps its programs in."""
+    return node_pin_root(node, root) / "links"

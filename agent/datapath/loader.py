@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bpf import SOURCE_DIR
 
-from . import abi
+from . import abi, cgroup
 from .errors import CompileError, DatapathError
 from .maps import map_info
 from .unit import translation_unit
@@ -104,13 +104,16 @@ def compile_source(source: Path | list[Path], cflags: list[str]):
 
 class PodPrograms:
     """The node's datapath compiled and loaded: tc_pod.c (from_pod and to_pod, on
-    every pod interface) and tc_node.c (from_network, on the uplink), sharing
-    their maps and one flow ring buffer."""
+    every pod interface), tc_node.c (from_network, on the uplink) and sock_lb.c
+    (on the node's cgroup), sharing their maps and one flow ring buffer."""
 
-    SOURCES = [SOURCE_DIR / "tc_pod.c", SOURCE_DIR / "tc_node.c"]
+    SOURCES = [SOURCE_DIR / "tc_pod.c", SOURCE_DIR / "tc_node.c", SOURCE_DIR / "sock_lb.c"]
     FROM_POD = "from_pod"
     TO_POD = "to_pod"
     FROM_NETWORK = "from_network"
+    # socket programs: name -> the cgroup hook it runs at
+    SOCKET_HOOKS = {"sock_connect4": cgroup.CGROUP_INET4_CONNECT,
+                    "sock_getpeername4": cgroup.CGROUP_INET4_GETPEERNAME}
 
     def __init__(self, config: DatapathConfig):
         from bcc import BPF
@@ -123,24 +126,42 @@ class PodPrograms:
             self.from_pod = self.bpf.load_func(self.FROM_POD.encode(), BPF.SCHED_CLS)
             self.to_pod = self.bpf.load_func(self.TO_POD.encode(), BPF.SCHED_CLS)
             self.from_network = self.bpf.load_func(self.FROM_NETWORK.encode(), BPF.SCHED_CLS)
+            self.socket = {
+                name: self.bpf.load_func(name.encode(), BPF.CGROUP_SOCK_ADDR, attach_type=hook)
+                for name, hook in self.SOCKET_HOOKS.items()}
         except Exception as exc:
             raise DatapathError(f"the kernel rejected a program: {exc}") from None
 
+    # socket-local storage: its entries belong to sockets, and neither BCC 0.26 nor
+    # the kernel can list them
+    SOCKET_STORAGE = ("weft_sock_lb",)
+
     def table(self, name: str):
         return self.bpf[name.encode()]
+
+    def map_fd(self, name: str) -> int:
+        """Any map's fd, socket storage included (BCC has no table type for it)."""
+        from bcc.libbcc import lib
+
+        fd = lib.bpf_table_fd(self.bpf.module, name.encode())
+        if fd < 0:
+            raise KeyError(name)
+        return fd
 
     def capacity(self, name: str) -> int:
         """Entries the map holds in the kernel. A map pinned by an earlier start
         keeps its size whatever this start is configured with, and BCC reports
         the configured size, not the pin's."""
         if name not in self._capacity:
-            self._capacity[name] = map_info(self.table(name).map_fd).max_entries
+            self._capacity[name] = map_info(self.map_fd(name)).max_entries
         return self._capacity[name]
 
     def resized_pins(self, names) -> dict[str, tuple[int, int]]:
         """Maps among `names` whose pin is not the configured size: name -> (pinned, configured)."""
         out = {}
         for name in names:
+            if name in self.SOCKET_STORAGE:  # sized by the sockets, not by a flag
+                continue
             try:
                 configured = self.table(name).max_entries
             except KeyError:  # a pin this build does not define

@@ -31,5 +31,7 @@
 #define WEFT_LAYOUT_weft_policy 4
 #define WEFT_LAYOUT_weft_policy_verdicts 4
 #define WEFT_LAYOUT_weft_snat4 4
+#define WEFT_LAYOUT_weft_sock_lb_translations 5
+#define WEFT_LAYOUT_weft_sock_lb 5
 
 #endif

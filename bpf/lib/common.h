@@ -17,6 +17,10 @@
 
 #include "abi.h"
 
+#ifndef AF_INET
+#define AF_INET 2 /* the kernel's socket.h is not among the UAPI headers BCC is given */
+#endif
+
 /* The agent passes the per-node pin directory as -DWEFT_PIN_DIR="\"...\"". */
 #ifndef WEFT_PIN_DIR
 #error "WEFT_PIN_DIR must be set by the loader"

@@ -156,13 +156,14 @@ static __always_inline void ct_service_replied(const struct pkt4 *reply, const s
 }
 
 /* Whether `pkt` may answer a connection opened the other way. A packet a
- * Service just translated comes from that Service's client; a SYN without ACK
- * opens a connection (a simultaneous open, two SYNs crossing, is then two
- * connections). Neither pays the lookup of the reversed tuple: in a map much
- * larger than the caches that lookup misses memory, hit or not. */
-static __always_inline int ct_may_be_reply(const struct pkt4 *pkt, const struct nat4 *nat)
+ * Service just translated comes from that Service's client, and so does one
+ * whose socket connect() sent to a Service's backend (`opened_here`); a SYN
+ * without ACK opens a connection (a simultaneous open, two SYNs crossing, is
+ * then two connections). None pays the lookup of the reversed tuple: in a map
+ * much larger than the caches that lookup misses memory, hit or not. */
+static __always_inline int ct_may_be_reply(const struct pkt4 *pkt, const struct nat4 *nat, int opened_here)
 {
-	if (nat->orig_daddr)
+	if (nat->orig_daddr || opened_here)
 		return 0;
 	return pkt->proto != IPPROTO_TCP ||
 	       (pkt->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN;
@@ -178,7 +179,7 @@ static __always_inline int ct_may_be_reply(const struct pkt4 *pkt, const struct 
  * to the backend, or the other way round): the packet opens a new connection,
  * or its replies would be reverse-translated for the old one. */
 static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, const struct nat4 *nat,
-				     struct ct_entry **out)
+				     int opened_here, struct ct_entry **out)
 {
 	struct ct_key key = {};
 	struct ct_entry *e;
@@ -197,7 +198,7 @@ static __always_inline int ct_lookup(const struct pkt4 *pkt, u8 dir, const struc
 		key.dport = 0;
 	}
 	e = NULL;
-	if (ct_may_be_reply(pkt, nat))
+	if (ct_may_be_reply(pkt, nat, opened_here))
 		e = weft_ct.lookup(&key);
 	if (e && e->expires >= now) {
 		if (!e->seen_reply) {

@@ -12,10 +12,6 @@
 #include "common.h"
 #include "parse.h"
 
-#ifndef AF_INET
-#define AF_INET 2
-#endif
-
 /* BCC 0.26 declares bpf_redirect_neigh with three arguments, as before Linux
  * 5.11; the kernel's helper takes four, and would read its flags from an
  * unset register. This is the kernel's signature. */

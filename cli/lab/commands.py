@@ -54,6 +54,8 @@ def _start_agent(st: LabState, node: NodeRec) -> Proc:
            "--", sys.executable, "-m", "agent.main", "--node-name", node.name,
            "--manifests", str(st.manifests), "--listen", f"unix://{node.socket}", "--uplink", "eth0",
            "--identity-file", str(st.dir / "identities.json")]
+    if node.cgroup:
+        cmd += ["--socket-lb-cgroup", node.cgroup]
     with open(logs / f"agent_{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)
@@ -139,6 +141,7 @@ def up(nodes, files):
             st.nodes.append(rec)
             st.netns.append(rec.netns)
             topology.create_node(name, index)
+            rec.cgroup = topology.create_node_cgroup(name)
         topology.route_between_nodes([(n.name, n.index) for n in st.nodes])
         for ns in cluster.BUILTIN_NAMESPACES:
             cluster.write_object(st, ObjectKey("Namespace", "", ns), cluster.namespace_object(ns))
@@ -231,9 +234,11 @@ def _pod(st: LabState, ref: str):
 def exec_(pod, command):
     """Run a command in a pod's network namespace: lab exec NS/POD -- CMD..."""
     try:
-        rec = _pod(lab_state.load(), pod)
+        st = lab_state.load()
+        rec = _pod(st, pod)
     except NoLab as exc:
         fail(str(exc))
+    topology.join_cgroup(next((n.cgroup for n in st.nodes if n.name == rec.node), ""))
     os.execvp("ip", ["ip", "netns", "exec", rec.netns, *command])
 
 
@@ -325,6 +330,7 @@ def down():
             topology.del_netns(name)
         for node in st.nodes:
             unpin_node(node.name)
+            topology.remove_node_cgroup(node.cgroup)
         shutil.rmtree(st.dir)
         try:
             st.dir.parent.rmdir()  # /run/weft, when nothing else of Weft's is there

@@ -78,6 +78,7 @@ class NodeRec:
     pod_cidr: str
     socket: str
     agent: Proc | None = None
+    cgroup: str = ""  # its processes' cgroup, where its agent attaches socket programs; "" without cgroup v2
 
 
 @dataclass

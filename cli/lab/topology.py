@@ -15,13 +15,18 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
 import subprocess
+from pathlib import Path
+
+from agent.datapath.cgroup import cgroup2_mount
 
 NODE_NET = ipaddress.IPv4Network("172.18.0.0/24")
 EXTERNAL_IP = "172.18.0.200"
 GATEWAY = "169.254.1.1"
 SWITCH_NS = "weft-sw"
 EXTERNAL_NS = "weft-ext"
+LAB_CGROUP = "weft-lab"  # under the cgroup v2 root: one cgroup per node, for its socket programs
 MAX_NODES = 200
 
 
@@ -98,6 +103,37 @@ def create_node(name: str, index: int) -> None:
            "net.ipv4.conf.default.rp_filter=0", "net.ipv4.conf.all.send_redirects=0",
            "net.ipv4.conf.default.send_redirects=0")
     _plug(ns, f"sw-{name}"[:15], node_ip(index))
+
+
+def create_node_cgroup(name: str) -> str:
+    """A cgroup for the node's processes (its pods' servers, `lab exec`), so its
+    agent's socket programs serve them and no other node's: one kernel runs
+    every lab node, as one kernel runs a node's pods. "" without cgroup v2."""
+    root = cgroup2_mount()
+    if root is None:
+        return ""
+    path = root / LAB_CGROUP / name
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def remove_node_cgroup(path: str) -> None:
+    """Remove a node's cgroup once its processes are gone (a process still in it keeps it)."""
+    if not path:
+        return
+    for directory in (Path(path), Path(path).parent):
+        try:
+            directory.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # busy, or the parent still holds another node's
+            return
+
+
+def join_cgroup(path: str) -> None:
+    """Move the calling process into cgroup `path` ("" does nothing): before exec, for a pod's process."""
+    if path:
+        (Path(path) / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def route_between_nodes(nodes: list[tuple[str, int]]) -> None:

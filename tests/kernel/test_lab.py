@@ -250,7 +250,9 @@ def test_down_leaves_nothing(lab):
     st = lab_state.load()
     procs = [n.agent for n in st.nodes] + [p.server for p in st.pods.values() if p.server]
     made_netns = set(st.netns) | {p.netns for p in st.pods.values()}
+    cgroups = [Path(n.cgroup) for n in st.nodes if n.cgroup]
     assert all(p.alive() for p in procs)
+    assert cgroups and all(c.is_dir() for c in cgroups), "each node has its cgroup for socket programs"
     meshctl("lab", "down")
     assert not lab_state.exists()
     assert not any(p.alive() for p in procs)
@@ -258,6 +260,7 @@ def test_down_leaves_nothing(lab):
     assert _netns() == lab["netns"]
     assert _root_links() == lab["links"]
     assert not any(Path("/sys/fs/bpf/weft", n.name).exists() for n in st.nodes)
+    assert not any(c.exists() for c in cgroups) and not cgroups[0].parent.exists()
     assert not Path("/run/weft/lab").exists()
     routes = subprocess.run(["ip", "route", "show"], capture_output=True, text=True).stdout
     assert "10.244." not in routes and "172.18.0." not in routes and "10.96." not in routes

@@ -109,7 +109,12 @@ def next_abi(tmp_path: Path, changed_maps: list[str]) -> tuple[Path, int]:
 
 
 def test_an_abi_upgrade_carries_connections_over_and_rebuilds_changed_maps(lab, tmp_path):
+    from agent.datapath.abi import link_dir
+    from agent.datapath.cgroup import attached_program_id
+
     tree, version = next_abi(tmp_path, ["weft_policy", "weft_endpoints"])
+    connect4 = {node: link_dir(node) / "sock_connect4" for node in ("node-1", "node-2")}
+    old_programs = {node: attached_program_id(pin) for node, pin in connect4.items()}
     with Load() as load:
         subprocess.run([MESHCTL, "lab", "restart-agent"], check=True, capture_output=True, timeout=240,
                        env={**os.environ, "WEFT_BPF_DIR": str(tree)})
@@ -118,5 +123,8 @@ def test_an_abi_upgrade_carries_connections_over_and_rebuilds_changed_maps(lab, 
     for node, agent in status.items():
         pin_dir = Path(agent["pinDir"])
         assert pin_dir.name == f"v{version}", f"{node} pins under the new version"
-        assert sorted(p.name for p in pin_dir.parent.iterdir()) == [pin_dir.name], "the old pins are gone"
+        assert sorted(p.name for p in pin_dir.parent.iterdir()) == ["links", pin_dir.name], \
+            "the old pins are gone; the cgroup links stay"
+        assert attached_program_id(connect4[node]) not in (None, old_programs[node]), \
+            "the link runs the new agent's program"
         assert agent["ready"] and not agent.get("errors")

@@ -68,6 +68,17 @@ def test_the_daemonset_runs_the_agent_in_cluster_as_the_node_with_what_bcc_needs
     assert agent["ports"][0]["containerPort"] == 9962
 
 
+def test_the_agent_balances_pods_connections_at_the_hosts_cgroup_root():
+    (ds,) = by_kind("DaemonSet")
+    spec = ds["spec"]["template"]["spec"]
+    (agent,) = spec["containers"]
+    (config,) = by_kind("ConfigMap")
+    flags = dict(line.strip().split("=", 1) for line in config["data"]["flags"].splitlines() if "=" in line)
+    mounted = {m["mountPath"]: m["name"] for m in agent["volumeMounts"]}
+    volume = next(v for v in spec["volumes"] if v["name"] == mounted[flags["--socket-lb-cgroup"]])
+    assert volume["hostPath"]["path"] == "/sys/fs/cgroup"
+
+
 def test_the_identity_crd_is_the_cluster_scoped_resource_the_agent_writes():
     (crd,) = by_kind("CustomResourceDefinition")
     spec = crd["spec"]
