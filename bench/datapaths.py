@@ -159,6 +159,9 @@ def run(quick: bool) -> dict:
                 for bid, figures in (("B4", rtt), ("B5", bulk)):
                     for peer, r in figures.items():
                         results[bid].setdefault(peer, {})[n] = r
+        weft = next((p for p in all_peers if p.peer == "P3"), None)
+        if weft is not None:
+            results["P3_socket_lb_translations"] = weft.socket_translations()
     finally:
         for peer in all_peers:
             peer.close()
@@ -251,3 +254,6 @@ def print_tables(results: dict, reps: int) -> None:
                 rows))
     for peer, reason in results.get("skipped", {}).items():
         print(f"{peer}: {reason}")
+    if "P3_socket_lb_translations" in results:
+        print(f"P3: {results['P3_socket_lb_translations']} connections given their backend at connect() "
+              "(0: every one translated per packet)")

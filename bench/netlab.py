@@ -10,18 +10,25 @@ server answers every backend IP (an AnyIP route: `local 10.240.0.0/16 dev lo`),
 so 60,000 endpoints need no 60,000 addresses. Each peer has its own client and
 node namespaces: one peer's iptables chains never sit in another's path, and
 P0 and Weft run with no netfilter rule loaded at all.
+
+Each peer's client processes run in a cgroup of their own (weft-bench/pK under
+the cgroup v2 root), as a node's pods do: Weft's socket programs are attached
+to P3's, and serve no other peer's connections.
 """
 from __future__ import annotations
 
 import ipaddress
 import subprocess
+from pathlib import Path
 
-from cli.lab.topology import add_netns, del_netns, ip, sysctl, wire_pod
+from agent.datapath.cgroup import cgroup2_mount
+from cli.lab.topology import add_netns, del_netns, ip, join_cgroup, remove_node_cgroup, sysctl, wire_pod
 
 PEERS = {"P0": "direct", "P1": "iptables", "P2": "nftables", "P3": "weft"}
 SERVER_NS = "weft-bench-srv"
 BACKEND_NET = ipaddress.IPv4Network("10.240.0.0/16")
 HOST_IF, UPLINK = "lxcbench", "srv"
+CGROUP = "weft-bench"
 
 
 def index(peer: str) -> int:
@@ -40,10 +47,33 @@ def client_ip(peer: str) -> str:
     return f"10.250.{index(peer)}.2"
 
 
+def client_cgroup(peer: str) -> Path | None:
+    """The cgroup of a peer's client processes; None without cgroup v2."""
+    root = cgroup2_mount()
+    return root / CGROUP / peer.lower() if root else None
+
+
+def _cgroup_of(ns: str) -> str:
+    for peer in PEERS:
+        if ns == client_ns(peer):
+            return str(client_cgroup(peer) or "")
+    return ""
+
+
+def _joiner(ns: str):
+    cgroup = _cgroup_of(ns)
+    return lambda: join_cgroup(cgroup)
+
+
+def popen_in_ns(ns: str, *cmd: str, **kwargs) -> subprocess.Popen:
+    """`cmd` started in namespace `ns` (and, in a client namespace, in its peer's cgroup)."""
+    return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], preexec_fn=_joiner(ns), **kwargs)
+
+
 def in_ns(ns: str, *cmd: str, stdin: str | None = None, timeout: float | None = None) -> str:
     """`cmd` run in namespace `ns`: its output, or a RuntimeError with its stderr."""
     result = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True,
-                            timeout=timeout)
+                            timeout=timeout, preexec_fn=_joiner(ns))
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} in {ns} failed: {result.stderr.strip()[:500]}")
     return result.stdout
@@ -61,6 +91,8 @@ def build() -> None:
     ip("route", "add", "local", str(BACKEND_NET), "dev", "lo", netns=SERVER_NS)
     for peer in PEERS:
         _build_path(peer)
+        if client_cgroup(peer):
+            client_cgroup(peer).mkdir(parents=True, exist_ok=True)
 
 
 def _build_path(peer: str) -> None:
@@ -86,3 +118,5 @@ def _build_path(peer: str) -> None:
 def teardown() -> None:
     for ns in namespaces():
         del_netns(ns)
+    for peer in PEERS:
+        remove_node_cgroup(str(client_cgroup(peer) or ""))

@@ -95,7 +95,8 @@ class Weft(IPTables):
     """P3: Weft's agent in the node namespace, reading a manifests directory.
 
     The agent runs with its default options: inotify wakes it at a change in the
-    directory, as a watch event from the Kubernetes API does. Manifests are JSON,
+    directory, as a watch event from the Kubernetes API does. Its socket programs
+    serve the client's cgroup, as the DaemonSet attaches them to a node's. Manifests are JSON,
     as the API server's objects are: the agent parses what it would be sent."""
     peer = "P3"
 
@@ -121,10 +122,20 @@ class Weft(IPTables):
              "--uplink", netlab.UPLINK, "--pin-root", PIN_ROOT, "--metrics-address", "",
              "--identity-file", str(self.dir / "identities.json"),
              "--cleanup-on-exit",
+             *self._socket_lb_args(),
              # more flags for the agent under test, say another --ct-map-size to compare
              *os.environ.get("WEFT_BENCH_AGENT_ARGS", "").split()],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         self.wait_synced(120)
+
+    @staticmethod
+    def _socket_lb_args() -> list[str]:
+        """Socket-level load balancing for the client's cgroup, as a node runs it;
+        WEFT_BENCH_SOCKET_LB=0 measures the per-packet path alone."""
+        cgroup = netlab.client_cgroup("P3")
+        if cgroup is None or os.environ.get("WEFT_BENCH_SOCKET_LB", "1") == "0":
+            return []
+        return ["--socket-lb-cgroup", str(cgroup)]
 
     @staticmethod
     def _render(objects: list[dict]) -> str:
@@ -180,6 +191,18 @@ class Weft(IPTables):
             path.unlink()
         self._bump()
         self.wait_synced(120)
+
+    def socket_translations(self) -> int | None:
+        """Connections the agent's socket programs gave a backend at connect(), so
+        far: the bench says whether P3's traffic took that path (None: unreadable)."""
+        from agent.datapath import abi
+
+        pin = abi.pin_dir(NODE_NAME, Path(PIN_ROOT)) / "weft_sock_lb_translations"
+        result = subprocess.run(["bpftool", "-j", "map", "dump", "pinned", str(pin)], capture_output=True, text=True)
+        try:
+            return sum(v["value"] for entry in json.loads(result.stdout) for v in entry["formatted"]["values"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def close(self) -> None:
         crashed = self.proc.poll() is not None

@@ -65,8 +65,8 @@ def round_trips(loadgen: str, ns: str, ip: str, port: int, count: int) -> list[i
 
 def start_probe(loadgen: str, ns: str, ip: str, port: int, seconds: float) -> subprocess.Popen:
     """A client that connects every millisecond until one succeeds, then prints when."""
-    return subprocess.Popen(["ip", "netns", "exec", ns, loadgen, "probe", ip, str(port), str(seconds)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return netlab.popen_in_ns(ns, loadgen, "probe", ip, str(port), str(seconds),
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 
 
 def probe_answered_ns(proc: subprocess.Popen, timeout: float) -> int | None:
