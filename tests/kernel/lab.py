@@ -28,6 +28,12 @@ def probe(src: str, target: str, port: int, protocol: str = "tcp", path: str = "
     return result
 
 
+def vip(service: str) -> str:
+    """The ClusterIP the lab gave a Service (by name)."""
+    services = json.loads(meshctl("lab", "get", "services", "-o", "json").stdout)["items"]
+    return next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == service)
+
+
 def pods() -> dict[str, dict]:
     items = json.loads(meshctl("lab", "get", "pods", "-o", "json").stdout)["items"]
     return {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in items}

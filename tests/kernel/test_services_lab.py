@@ -3,7 +3,6 @@ client's own IP at the server, rejects without endpoints, connections that keep
 their backend while others come and go, Maglev, affinity, UDP after removal."""
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections import Counter
@@ -12,7 +11,7 @@ import pytest
 
 from cli.lab import netns
 
-from .lab import (MANIFESTS, KeepAlive, apply_text, down_if_up, meshctl, pods, probe, scrape, up_or_skip,
+from .lab import (MANIFESTS, KeepAlive, apply_text, down_if_up, pods, probe, scrape, up_or_skip, vip,
                   wait_for_flows)
 
 pytestmark = pytest.mark.kernel
@@ -24,11 +23,6 @@ def lab():
     up_or_skip(2, MANIFESTS / "services.yaml")
     yield
     down_if_up()
-
-
-def vip(name: str) -> str:
-    services = json.loads(meshctl("lab", "get", "services", "-o", "json").stdout)["items"]
-    return next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == name)
 
 
 def web_pod_yaml(name: str, node: str, port: int = 8080) -> str:

@@ -4,15 +4,15 @@ connection still reads as one to the Service (getpeername, flow records)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
-from .lab import MANIFESTS, down_if_up, meshctl, pods, scrape, up_or_skip, wait_for_flows
+from .lab import MANIFESTS, down_if_up, meshctl, pods, scrape, up_or_skip, vip, wait_for_flows
 
 pytestmark = pytest.mark.kernel
 TRANSLATIONS = "weft_socket_lb_translations_total{}"
@@ -51,11 +51,6 @@ def lab():
     up_or_skip(2, MANIFESTS / "services.yaml")
     yield
     down_if_up()
-
-
-def vip(name: str) -> str:
-    services = json.loads(meshctl("lab", "get", "services", "-o", "json").stdout)["items"]
-    return next(s["spec"]["clusterIP"] for s in services if s["metadata"]["name"] == name)
 
 
 def connect_from_pod(pod: str, host: str, port: int, count: int, kind: str = "tcp") -> list[dict]:
