@@ -34,6 +34,12 @@ def by_benchmark_id(results: dict) -> dict:
             figures = next(iter(figures.values()))
         if figures:
             out[bid] = figures
+    # what a benchmark reports besides its figures (peers left out, the path P3 took)
+    used = {(name, key) for sources in FIGURES.values() for name, key in sources}
+    other = {f"{name}.{key}": value for name, r in results.items() for key, value in r.items()
+             if (name, key) not in used}
+    if other:
+        out["other"] = other
     return out
 
 

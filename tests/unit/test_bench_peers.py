@@ -38,3 +38,12 @@ def test_a_change_rewrites_kube_services_whole_and_adds_only_the_new_chains():
     assert change.count("-A KUBE-SERVICES") == len(services) + 2  # every Service, the new one, NodePorts
     assert kubeproxy.svc_chain(services[0]) not in change.replace(f"-j {kubeproxy.svc_chain(services[0])}", "")
     assert f"--to-destination {added.endpoints[0]}:{added.target_port}" in change
+
+
+def test_json_keys_figures_by_benchmark_id_and_keeps_the_rest():
+    from bench.__main__ import by_benchmark_id
+
+    out = by_benchmark_id({"datapaths": {"B2": {"P0": {}}, "B3": {"P3": {}}, "skipped": {"P1": "slow"},
+                                         "P3_socket_lb_translations": 12}})
+    assert out["B2"] == {"P0": {}} and out["B3"] == {"P3": {}}
+    assert out["other"] == {"datapaths.skipped": {"P1": "slow"}, "datapaths.P3_socket_lb_translations": 12}
