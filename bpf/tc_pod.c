@@ -85,7 +85,9 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		return redirect_to_sender(skb);
 	}
 
-	if (dir == DIR_EGRESS) {
+	if (dir == DIR_EGRESS)
+		opened = sock_lb_of(skb, &pkt);
+	if (dir == DIR_EGRESS && !opened) { /* connect() chose a backend: no VIP to look for */
 		struct lb4_service *svc = lb4_lookup(&pkt, LB_SCOPE_PODS);
 
 		if (svc) {
@@ -113,8 +115,6 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir)
 		}
 	}
 
-	if (dir == DIR_EGRESS && !nat.orig_daddr)
-		opened = sock_lb_of(skb, &pkt);
 	ret = ct_lookup(&pkt, dir, &nat, opened != NULL, &entry);
 	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
 		/* every packet that is not a reply answers to policy, so a policy
