@@ -55,8 +55,8 @@ def _tcp_flags(ctx, param, value: str) -> str:
 @click.option("--uplink", "uplinks", multiple=True,
               help="An interface where traffic from outside arrives (NodePort, external IPs); repeatable.")
 @click.option("--socket-lb-cgroup", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A cgroup v2 directory (the hierarchy's root on a node: /sys/fs/cgroup, or "
-                   "/sys/fs/cgroup/unified on a hybrid host): its processes' TCP connections to "
+              help="A cgroup v2 directory (the hierarchy's root on a node: /sys/fs/cgroup; on a hybrid "
+                   "host its unified/ is taken): its processes' TCP connections to "
                    "Services get their backend at connect(), and are never translated per packet. "
                    "Unset: every Service connection is translated per packet.")
 @click.option("--lb-algorithm", type=click.Choice(["random", "maglev"]), default="random", show_default=True,
@@ -135,8 +135,11 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
         raise click.BadParameter(f"{maglev_table_size} is not prime", param_hint="--maglev-table-size")
 
     if socket_lb_cgroup is not None and not (socket_lb_cgroup / "cgroup.controllers").exists():
-        raise click.BadParameter(f"{socket_lb_cgroup} is not a cgroup v2 directory (it has no cgroup.controllers)",
-                                 param_hint="--socket-lb-cgroup")
+        if (socket_lb_cgroup / "unified" / "cgroup.controllers").exists():
+            socket_lb_cgroup = socket_lb_cgroup / "unified"  # a hybrid host: v2 is mounted there
+        else:
+            raise click.BadParameter(f"{socket_lb_cgroup} is not a cgroup v2 directory (it has no "
+                                     "cgroup.controllers)", param_hint="--socket-lb-cgroup")
 
     options = AgentOptions(
         node_name=node_name,
