@@ -127,7 +127,7 @@ class ManifestDir:
         if not current:
             return
         handler = fs_events.FileSystemEventHandler()
-        handler.on_any_event = lambda event: event.event_type in CHANGES and self._on_change()
+        handler.on_any_event = self._on_event
         observer = Observer()
         try:
             observer.schedule(handler, str(self.path))
@@ -136,6 +136,15 @@ class ManifestDir:
             log.warning("cannot watch %s (%s); changes are found by polling only", self.path, exc)
             observer = None  # not retried until the directory is replaced: one warning
         self._observer, self._watched = observer, current
+
+    def _on_event(self, event) -> None:
+        if event.src_path == str(self.path) and event.event_type in (fs_events.EVENT_TYPE_DELETED,
+                                                                     fs_events.EVENT_TYPE_MOVED):
+            # the watch went with the directory: forget it, so the next look watches the
+            # directory then at `path` even if it reuses the old one's inode number
+            self._watched = ()
+        if event.event_type in CHANGES:
+            self._on_change()
 
     def _stop_watching(self) -> None:
         if self._observer is not None:

@@ -226,7 +226,8 @@ def test_a_directory_created_or_replaced_later_is_watched_from_the_next_poll(tmp
         source.poll()
         assert wakes.after(lambda: (path / "a.yaml").write_text(POD % ("a", "a", 1)))
         shutil.rmtree(path)
-        path.mkdir()
+        path.mkdir()  # on most filesystems with the inode number the removed one had
+        time.sleep(0.2)  # the removal's notifications arrive: only the new write may wake it below
         source.poll()
         assert wakes.after(lambda: (path / "b.yaml").write_text(POD % ("b", "b", 2)))
         assert [e.key.name for e in source.poll()] == ["b"]
