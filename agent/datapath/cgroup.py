@@ -14,7 +14,7 @@ import ctypes
 import os
 from pathlib import Path
 
-from .libbpf import check, libbpf
+from .libbpf import check, libbpf, obj_info, open_pinned
 
 # enum bpf_attach_type (linux/bpf.h)
 CGROUP_INET4_CONNECT = 10
@@ -38,22 +38,15 @@ def cgroup2_mount() -> Path | None:
     return None
 
 
-def _link_info(fd: int) -> _CgroupLinkInfo:
-    info = _CgroupLinkInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    check(libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd")
-    return info
-
-
 def attach(cgroup: Path, pin: Path, prog_fd: int, attach_type: int) -> str:
     """Attach `prog_fd` to `cgroup` through the link pinned at `pin`: "updated" when
     that link was there (same cgroup and hook), else "attached"."""
     lib = libbpf()
     cgroup_id = os.stat(cgroup).st_ino  # a cgroup v2 directory's inode is its id
     if pin.exists():
-        fd = check(lib.bpf_obj_get(str(pin).encode()), f"bpf_obj_get {pin}")
+        fd = open_pinned(pin)
         try:
-            info = _link_info(fd)
+            info = obj_info(fd, _CgroupLinkInfo())
             if info.cgroup_id == cgroup_id and info.attach_type == attach_type:
                 check(lib.bpf_link_update(fd, prog_fd, None), f"bpf_link_update {pin}")
                 return "updated"
@@ -86,8 +79,8 @@ def attached_program_id(pin: Path) -> int | None:
     """The id of the program a pinned link runs, or None when there is no such pin."""
     if not pin.exists():
         return None
-    fd = check(libbpf().bpf_obj_get(str(pin).encode()), f"bpf_obj_get {pin}")
+    fd = open_pinned(pin)
     try:
-        return _link_info(fd).prog_id
+        return obj_info(fd, _CgroupLinkInfo()).prog_id
     finally:
         os.close(fd)

@@ -5,6 +5,7 @@ import ctypes
 import ctypes.util
 import os
 from functools import cache
+from pathlib import Path
 
 
 @cache
@@ -18,3 +19,15 @@ def check(ret: int, what: str) -> int:
         code = ctypes.get_errno() or -ret
         raise OSError(code, f"{what}: {os.strerror(code)}")
     return ret
+
+
+def obj_info(fd: int, info: ctypes.Structure) -> ctypes.Structure:
+    """Fill `info` (the head of a kernel struct bpf_*_info) for a map, program or link fd."""
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    check(libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "bpf_obj_get_info_by_fd")
+    return info
+
+
+def open_pinned(path: Path) -> int:
+    """An fd for the object pinned at `path` (the caller closes it)."""
+    return check(libbpf().bpf_obj_get(str(path).encode()), f"bpf_obj_get {path}")

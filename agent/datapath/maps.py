@@ -10,6 +10,7 @@ import socket
 import struct
 
 from .errors import DatapathError, MapFullError
+from .libbpf import obj_info
 
 _FULL = (errno.E2BIG, errno.ENOSPC, errno.ENOMEM)
 
@@ -76,13 +77,7 @@ class MapInfo(ctypes.Structure):  # the head of the kernel's struct bpf_map_info
 
 
 def map_info(fd: int) -> MapInfo:
-    from bcc.libbcc import lib
-
-    info = MapInfo()
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    if lib.bpf_obj_get_info(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
-        raise OSError(ctypes.get_errno(), "bpf_obj_get_info failed")
-    return info
+    return obj_info(fd, MapInfo())
 
 
 def lookup_all(table, chunk: int = 4096):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import abi
+from .libbpf import open_pinned
 from .maps import MapInfo, map_info
 
 log = logging.getLogger(__name__)
@@ -68,15 +69,6 @@ def copy_map(src_fd: int, dst_fd: int, flags: int = BPF_ANY) -> int:
     return copied
 
 
-def _open_pinned(path: Path) -> int:
-    from bcc.libbcc import lib
-
-    fd = lib.bpf_obj_get(str(path).encode())
-    if fd < 0:
-        raise OSError(f"cannot open pinned map {path}")
-    return fd
-
-
 @dataclass
 class Migration:
     """What an upgrade carried over from the previous ABI version's pins."""
@@ -97,7 +89,7 @@ def _copy(old_dir: Path, names, table_fd, flags: int) -> dict[str, int]:
 
     out = {}
     for name in names:
-        fd = _open_pinned(old_dir / name)
+        fd = open_pinned(old_dir / name)
         try:
             out[name] = copy_map(fd, table_fd(name), flags)
         finally:
