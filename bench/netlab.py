@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from agent.datapath.cgroup import cgroup2_mount
-from cli.lab.topology import add_netns, del_netns, ip, join_cgroup, remove_node_cgroup, sysctl, wire_pod
+from cli.lab.topology import add_netns, del_netns, ip, join_cgroup, remove_cgroup, sysctl, wire_pod
 
 PEERS = {"P0": "direct", "P1": "iptables", "P2": "nftables", "P3": "weft"}
 SERVER_NS = "weft-bench-srv"
@@ -119,4 +119,4 @@ def teardown() -> None:
     for ns in namespaces():
         del_netns(ns)
     for peer in PEERS:
-        remove_node_cgroup(str(client_cgroup(peer) or ""))
+        remove_cgroup(str(client_cgroup(peer) or ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from functools import cache
 from pathlib import Path
 
 from .libbpf import check, libbpf, obj_info, open_pinned
@@ -28,8 +29,10 @@ class _CgroupLinkInfo(ctypes.Structure):
                 ("pad2", ctypes.c_uint32)]
 
 
+@cache
 def cgroup2_mount() -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or .../unified on a hybrid host."""
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup, or .../unified on a hybrid host
+    (read once: the bench asks for it before every command it runs)."""
     with open("/proc/self/mounts") as mounts:
         for line in mounts:
             fields = line.split()

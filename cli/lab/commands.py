@@ -238,7 +238,7 @@ def exec_(pod, command):
         rec = _pod(st, pod)
     except NoLab as exc:
         fail(str(exc))
-    topology.join_cgroup(next((n.cgroup for n in st.nodes if n.name == rec.node), ""))
+    topology.join_cgroup(st.node(rec.node).cgroup)
     os.execvp("ip", ["ip", "netns", "exec", rec.netns, *command])
 
 
@@ -330,7 +330,7 @@ def down():
             topology.del_netns(name)
         for node in st.nodes:
             unpin_node(node.name)
-            topology.remove_node_cgroup(node.cgroup)
+            topology.remove_cgroup(node.cgroup)
         shutil.rmtree(st.dir)
         try:
             st.dir.parent.rmdir()  # /run/weft, when nothing else of Weft's is there

@@ -117,8 +117,9 @@ def create_node_cgroup(name: str) -> str:
     return str(path)
 
 
-def remove_node_cgroup(path: str) -> None:
-    """Remove a node's cgroup once its processes are gone (a process still in it keeps it)."""
+def remove_cgroup(path: str) -> None:
+    """Remove a cgroup made for the lab or the bench, and its parent once empty (a process
+    still in it keeps it)."""
     if not path:
         return
     for directory in (Path(path), Path(path).parent):
