@@ -114,6 +114,9 @@ class PodPrograms:
     # socket programs: name -> the cgroup hook it runs at
     SOCKET_HOOKS = {"sock_connect4": cgroup.CGROUP_INET4_CONNECT,
                     "sock_getpeername4": cgroup.CGROUP_INET4_GETPEERNAME}
+    # socket-local storage: its entries belong to sockets, and neither BCC 0.26 nor
+    # the kernel can list them
+    SOCKET_STORAGE = ("weft_sock_lb",)
 
     def __init__(self, config: DatapathConfig):
         from bcc import BPF
@@ -131,10 +134,6 @@ class PodPrograms:
                 for name, hook in self.SOCKET_HOOKS.items()}
         except Exception as exc:
             raise DatapathError(f"the kernel rejected a program: {exc}") from None
-
-    # socket-local storage: its entries belong to sockets, and neither BCC 0.26 nor
-    # the kernel can list them
-    SOCKET_STORAGE = ("weft_sock_lb",)
 
     def table(self, name: str):
         return self.bpf[name.encode()]

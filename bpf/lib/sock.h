@@ -14,7 +14,6 @@
 
 #include "common.h"
 #include "parse.h"
-#include "conntrack.h"
 
 /* A socket connect() sent to a backend instead of a VIP. */
 struct sock_lb {
