@@ -18,21 +18,29 @@
 static long (*weft_redirect_neigh)(u32 ifindex, void *params, int plen, u64 flags) =
 	(void *)BPF_FUNC_redirect_neigh;
 
+/* The node's route for an IPv4 packet that arrived on skb->ifindex: a
+ * BPF_FIB_LKUP_RET_* code, `fib` filled with the next hop's device and MACs.
+ * tot_len is left 0 so the kernel checks the MTU against the skb itself: a GSO
+ * packet passes (it is segmented on the way out), where its length alone
+ * would read as too big for the link. */
+static __always_inline int fib_lookup4(struct __sk_buff *skb, u32 saddr, u32 daddr, u8 tos, u8 proto,
+				       struct bpf_fib_lookup *fib)
+{
+	fib->family = AF_INET;
+	fib->ifindex = skb->ifindex;
+	fib->tos = tos;
+	fib->l4_protocol = proto;
+	fib->ipv4_src = saddr;
+	fib->ipv4_dst = daddr;
+	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+}
+
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
 	struct bpf_fib_lookup fib = {};
 	int ret;
 
-	fib.family = AF_INET;
-	fib.ifindex = skb->ifindex;
-	fib.l4_protocol = pkt->proto;
-	fib.sport = bpf_htons(pkt->sport);
-	fib.dport = bpf_htons(pkt->dport);
-	fib.tot_len = pkt->len - ETH_HLEN;
-	fib.ipv4_src = pkt->saddr;
-	fib.ipv4_dst = pkt->daddr;
-
-	ret = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	ret = fib_lookup4(skb, pkt->saddr, pkt->daddr, 0, pkt->proto, &fib);
 	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
 		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)

@@ -2,6 +2,7 @@
 
   GET /hostname  -> the pod's name          (UDP: the datagram "/hostname")
   GET /clientip  -> the client's ip:port     (UDP: the datagram "/clientip")
+  GET /bytes/N   -> N bytes (at most 64 MiB): a bulk transfer, in TSO-sized packets
 
 HTTP/1.1 keep-alive is honoured, so a client can measure request latency on
 one connection. Run inside the pod's network namespace by the lab.
@@ -14,12 +15,16 @@ import os
 import signal
 from pathlib import Path
 
+MAX_BYTES = 64 << 20
+
 
 def answer(path: str, pod: str, peer: tuple) -> tuple[int, str]:
     if path == "/hostname":
         return 200, pod
     if path == "/clientip":
         return 200, f"{peer[0]}:{peer[1]}"
+    if path.startswith("/bytes/") and path[7:].isdigit() and int(path[7:]) <= MAX_BYTES:
+        return 200, "x" * int(path[7:])
     return 404, "not found"
 
 
