@@ -1,6 +1,7 @@
 """mesh-agent: the Weft node agent (contract: see DESIGN.md)."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from pathlib import Path
@@ -59,6 +60,14 @@ def _tcp_flags(ctx, param, value: str) -> str:
                    "host its unified/ is taken): its processes' TCP connections to "
                    "Services get their backend at connect(), and are never translated per packet. "
                    "Unset: every Service connection is translated per packet.")
+@click.option("--host-routing", type=click.Choice(["bpf", "legacy"]), default="bpf", show_default=True,
+              help="bpf: packets to local pods, and to native-routed peers, are forwarded by the datapath "
+                   "(bpf_redirect_peer / bpf_fib_lookup), past the node's IP stack and netfilter; "
+                   "legacy: the node's stack routes every packet.")
+@click.option("--ipv4-native-routing-cidr", "native_routing_cidr", default="",
+              help="Addresses pods reach without NAT by the node (the cluster's pod and node network), "
+                   "e.g. 10.0.0.0/8. Host routing forwards traffic with them both ways; traffic with "
+                   "other addresses keeps the node's stack (its masquerading and firewall).")
 @click.option("--lb-algorithm", type=click.Choice(["random", "maglev"]), default="random", show_default=True,
               help="Backend selection for Services without a weft.io/lb-algorithm annotation.")
 @click.option("--maglev-table-size", default=1021, show_default=True,
@@ -100,7 +109,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
          endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, monitor_flags, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, identity_gc_grace_period, export_file,
-         export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, socket_lb_cgroup, log_level):
+         export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, socket_lb_cgroup,
+         host_routing, native_routing_cidr, log_level):
     """Run the Weft datapath agent on one node."""
     logging.basicConfig(level=log_level.upper(),
                         format=f"%(asctime)s {node_name} %(levelname)s %(name)s: %(message)s")
@@ -141,6 +151,12 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
             raise click.BadParameter(f"{socket_lb_cgroup} is not a cgroup v2 directory (it has no "
                                      "cgroup.controllers)", param_hint="--socket-lb-cgroup")
 
+    if native_routing_cidr:
+        try:
+            native_routing_cidr = str(ipaddress.IPv4Network(native_routing_cidr))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ipv4-native-routing-cidr") from None
+
     options = AgentOptions(
         node_name=node_name,
         manifests=manifests,
@@ -152,7 +168,8 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
                                 lb_services=lb_service_map_size, lb_backends=lb_backend_map_size,
                                 lb_slots=lb_slot_map_size, lb_maglev=lb_maglev_map_size,
                                 lb_affinity=lb_affinity_map_size, maglev_table_size=maglev_table_size,
-                                ipcache_map_size=ipcache_map_size, policy_map_size=policy_map_size),
+                                ipcache_map_size=ipcache_map_size, policy_map_size=policy_map_size,
+                                host_routing=host_routing == "bpf", native_routing_cidr=native_routing_cidr),
         flow_buffer=flow_buffer,
         poll_interval=poll_interval,
         cleanup_on_exit=cleanup_on_exit,

@@ -122,6 +122,8 @@ class Weft(IPTables):
              "--uplink", netlab.UPLINK, "--pin-root", PIN_ROOT, "--metrics-address", "",
              "--identity-file", str(self.dir / "identities.json"),
              "--cleanup-on-exit",
+             # the backends stand for pods of another node, reached unNATed: host routing's domain
+             "--ipv4-native-routing-cidr", str(netlab.BACKEND_NET),
              *self._socket_lb_args(),
              # more flags for the agent under test, say another --ct-map-size to compare
              *os.environ.get("WEFT_BENCH_AGENT_ARGS", "").split()],

@@ -5,8 +5,9 @@
  * packet with the client's address intact, and its conntrack entry is opened
  * here with the frontend to restore on its replies (from_pod does that). A
  * backend on another node gets it SNATed to this node's IP, so its reply comes
- * back here, where it is turned into the frontend's reply. Everything else
- * passes untouched.
+ * back here, where it is turned into the frontend's reply. Packets for local
+ * pods go straight to them by host routing where it applies
+ * (lib/host_routing.h); everything else passes untouched to the node's stack.
  */
 #include "lib/common.h"
 #include "lib/parse.h"
@@ -19,6 +20,7 @@
 #include "lib/snat.h"
 #include "lib/reject.h"
 #include "lib/fib.h"
+#include "lib/host_routing.h"
 
 static __always_inline int network_drop(struct __sk_buff *skb, const struct pkt4 *pkt,
 					const struct nat4 *nat, u16 reason)
@@ -59,7 +61,7 @@ int from_network(struct __sk_buff *skb)
 		return network_drop(skb, &pkt, &nat, DROP_CT_INVALID_HDR);
 	}
 	if (pkt.is_fragment || (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP))
-		return TC_ACT_OK;
+		return host_route_to_pod(skb, 0);
 
 	/* a remote backend answering a connection this node SNATed: only those
 	 * are addressed to the node's own IP, and every other packet is spared a
@@ -74,7 +76,7 @@ int from_network(struct __sk_buff *skb)
 
 	svc = lb4_lookup(&pkt, LB_SCOPE_EXTERNAL);
 	if (!svc)
-		return TC_ACT_OK;
+		return host_route_to_pod(skb, 0);
 
 	ret = lb4_xlate(skb, &pkt, svc, &nat);
 	if (ret == LB_NO_BACKEND) {
@@ -116,5 +118,5 @@ int from_network(struct __sk_buff *skb)
 		flow_emit_at(&pkt, &nat, skb->ifindex, 0, DIR_INGRESS, VERDICT_FORWARDED, REASON_FORWARDED,
 			     0, FLOW_EVENT_NEW, FLOW_POINT_NETWORK, 0);
 	metrics_count(REASON_FORWARDED, DIR_INGRESS, skb->len);
-	return TC_ACT_OK;
+	return host_route_to_pod(skb, 1);
 }

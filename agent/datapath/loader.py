@@ -6,6 +6,7 @@ naming the source and cflags, so the agent's log says what went wrong.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
@@ -42,6 +43,10 @@ class DatapathConfig:
     snat_map_size: int = 65536
     ipcache_map_size: int = 131072
     policy_map_size: int = 262144
+    # lib/host_routing.h: forward pod traffic in BPF (False: the node's stack routes it all)
+    host_routing: bool = True
+    # addresses pods reach without the node's NAT ("" = none but local pods)
+    native_routing_cidr: str = ""
 
     @property
     def pin_dir(self) -> Path:
@@ -63,7 +68,19 @@ class DatapathConfig:
             f"-DWEFT_SNAT_MAP_SIZE={self.snat_map_size}",
             f"-DWEFT_IPCACHE_MAP_SIZE={self.ipcache_map_size}",
             f"-DWEFT_POLICY_MAP_SIZE={self.policy_map_size}",
+            f"-DWEFT_HOST_ROUTING={int(self.host_routing)}",
+            *self._native_routing_cflags(),
         ]
+
+    def _native_routing_cflags(self) -> list[str]:
+        if not self.native_routing_cidr:
+            return []
+        try:
+            net = ipaddress.IPv4Network(self.native_routing_cidr)
+        except ValueError as exc:
+            raise DatapathError(f"native-routing CIDR {self.native_routing_cidr!r}: {exc}") from None
+        return [f"-DWEFT_NATIVE_ROUTING_NET={int(net.network_address):#010x}U",
+                f"-DWEFT_NATIVE_ROUTING_MASK={int(net.netmask):#010x}U"]
 
 
 @contextmanager

@@ -37,12 +37,25 @@ enum parse_result {
 #define IP_MF     0x2000
 #define IP_OFFSET 0x1FFF
 
+/* skb->data and skb->data_end, read as one instruction each. Where a program
+ * parses more than one packet header set (host routing parses the packet again
+ * for the pod it delivers to), clang may compute &skb->data_end once and load
+ * through that pointer later, which the verifier refuses ("dereference of
+ * modified ctx ptr"); an asm load cannot be split that way. */
+#define skb_ctx_ptr(skb, field) ({						\
+	void *__ptr;								\
+	asm volatile("%0 = *(u32 *)(%1 + %2)"					\
+		     : "=r"(__ptr)						\
+		     : "r"(skb), "i"(__builtin_offsetof(struct __sk_buff, field)));	\
+	__ptr;									\
+})
+
 /* Copy the header of type `type` at `off` into `dst`: a direct read when the
  * linear data holds it, else bpf_skb_load_bytes. 0, or < 0 if the packet is
  * shorter than that. */
 #define load_header(skb, off, dst, type) ({					\
-	void *__data = (void *)(long)(skb)->data;				\
-	void *__end = (void *)(long)(skb)->data_end;				\
+	void *__data = skb_ctx_ptr(skb, data);					\
+	void *__end = skb_ctx_ptr(skb, data_end);				\
 	int __ret = 0;								\
 	if (__data + (off) + sizeof(type) <= __end)				\
 		*(dst) = *(type *)(__data + (off));				\

@@ -47,15 +47,18 @@ def lab():
     """A Kubernetes cluster on this machine, built from network namespaces."""
 
 
-def _start_agent(st: LabState, node: NodeRec) -> Proc:
+def _start_agent(st: LabState, node: NodeRec, extra_args: tuple[str, ...] = ()) -> Proc:
     logs = st.dir / "logs"
     logs.mkdir(exist_ok=True)
     cmd = ["nsenter", f"--net=/var/run/netns/{node.netns}",
            "--", sys.executable, "-m", "agent.main", "--node-name", node.name,
            "--manifests", str(st.manifests), "--listen", f"unix://{node.socket}", "--uplink", "eth0",
-           "--identity-file", str(st.dir / "identities.json")]
+           "--identity-file", str(st.dir / "identities.json"),
+           # pods reach each other across nodes unNATed: host routing takes that traffic too
+           "--ipv4-native-routing-cidr", str(topology.POD_NET)]
     if node.cgroup:
         cmd += ["--socket-lb-cgroup", node.cgroup]
+    cmd += extra_args  # later flags win: a test runs an agent another way
     with open(logs / f"agent_{node.name}.log", "ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                 start_new_session=True)

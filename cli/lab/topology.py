@@ -22,6 +22,7 @@ from pathlib import Path
 from agent.datapath.cgroup import cgroup2_mount
 
 NODE_NET = ipaddress.IPv4Network("172.18.0.0/24")
+POD_NET = ipaddress.IPv4Network("10.244.0.0/16")  # every node's pod CIDR, routed with no NAT
 EXTERNAL_IP = "172.18.0.200"
 GATEWAY = "169.254.1.1"
 SWITCH_NS = "weft-sw"
@@ -54,7 +55,7 @@ def node_ip(index: int) -> str:
 
 
 def pod_cidr(index: int) -> str:
-    return f"10.244.{index}.0/24"
+    return str(ipaddress.IPv4Network((int(POD_NET.network_address) + (index << 8), 24)))
 
 
 def node_netns(name: str) -> str:
