@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from agent.datapath.cgroup import cgroup2_mount
-from cli.lab.topology import add_netns, del_netns, ip, join_cgroup, remove_cgroup, sysctl, wire_pod
+from cli.lab.topology import add_netns, del_netns, in_cgroup, ip, remove_cgroup, sysctl, wire_pod
 
 PEERS = {"P0": "direct", "P1": "iptables", "P2": "nftables", "P3": "weft"}
 SERVER_NS = "weft-bench-srv"
@@ -60,20 +60,19 @@ def _cgroup_of(ns: str) -> str:
     return ""
 
 
-def _joiner(ns: str):
-    cgroup = _cgroup_of(ns)
-    return lambda: join_cgroup(cgroup)
+def _command(ns: str, cmd: tuple[str, ...]) -> list[str]:
+    """`cmd` in namespace `ns` (and, in a client namespace, in its peer's cgroup)."""
+    return in_cgroup(_cgroup_of(ns), ["ip", "netns", "exec", ns, *cmd])
 
 
 def popen_in_ns(ns: str, *cmd: str, **kwargs) -> subprocess.Popen:
     """`cmd` started in namespace `ns` (and, in a client namespace, in its peer's cgroup)."""
-    return subprocess.Popen(["ip", "netns", "exec", ns, *cmd], preexec_fn=_joiner(ns), **kwargs)
+    return subprocess.Popen(_command(ns, cmd), **kwargs)
 
 
 def in_ns(ns: str, *cmd: str, stdin: str | None = None, timeout: float | None = None) -> str:
     """`cmd` run in namespace `ns`: its output, or a RuntimeError with its stderr."""
-    result = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True,
-                            timeout=timeout, preexec_fn=_joiner(ns))
+    result = subprocess.run(_command(ns, cmd), input=stdin, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} in {ns} failed: {result.stderr.strip()[:500]}")
     return result.stdout

@@ -236,8 +236,8 @@ def _start_server(state: LabState, rec: PodRec, ports: list[int]) -> Proc | None
         cmd += ["--port", str(port)]
     with open(logs / f"pod_{rec.namespace}_{rec.name}.log", "ab") as log:
         cgroup = state.node(rec.node).cgroup
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, preexec_fn=lambda: topology.join_cgroup(cgroup))
+        proc = subprocess.Popen(topology.in_cgroup(cgroup, cmd), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=log, start_new_session=True)
     server = Proc.of(proc.pid)
     deadline = time.monotonic() + SERVER_READY_TIMEOUT
     while not ready.exists():

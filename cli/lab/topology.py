@@ -138,6 +138,16 @@ def join_cgroup(path: str) -> None:
         (Path(path) / "cgroup.procs").write_text(str(os.getpid()))
 
 
+def in_cgroup(path: str, cmd: list[str]) -> list[str]:
+    """`cmd` run in cgroup `path` ("": as it is), moved there by a shell before it starts, and
+    before an `ip netns exec` in `cmd` hides the cgroup tree. Not by a preexec_fn: that makes
+    Python fork() where it would vfork(), and fork() runs the atfork handlers of gRPC, which
+    a process that talked to an agent has loaded; they deadlocked a bench run."""
+    if not path:
+        return cmd
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', path, *cmd]
+
+
 def route_between_nodes(nodes: list[tuple[str, int]]) -> None:
     for name, index in nodes:
         for _, other in nodes:
