@@ -25,20 +25,29 @@ class NoLab(Exception):
         super().__init__("no lab is up: start one with `meshctl lab up`")
 
 
+def _start_ticks(pid: int) -> int:
+    """When process `pid` started, in clock ticks since boot (/proc/<pid>/stat, field 22).
+    Not psutil's create_time: that adds the boot time as the wall clock gives it, and when
+    the wall clock is stepped (a VM's host resyncs it) every recorded process reads as a
+    stranger, which `lab down` then left running."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[19])
+
+
 @dataclass
 class Proc:
     pid: int
-    started: float  # psutil create_time
+    started: int  # clock ticks since boot
 
     @classmethod
     def of(cls, pid: int) -> "Proc":
-        return cls(pid, psutil.Process(pid).create_time())
+        return cls(pid, _start_ticks(pid))
 
     def alive(self) -> bool:
         try:
-            p = psutil.Process(self.pid)
-            return abs(p.create_time() - self.started) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
+            return (_start_ticks(self.pid) == self.started
+                    and psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE)
+        except (OSError, psutil.NoSuchProcess):
             return False
 
     def kill(self) -> None:
