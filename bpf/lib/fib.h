@@ -35,6 +35,19 @@ static __always_inline int fib_lookup4(struct __sk_buff *skb, u32 saddr, u32 dad
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
+/* The frame addressed to the next hop a successful lookup found. */
+static __always_inline int fib_set_macs(struct __sk_buff *skb, const struct bpf_fib_lookup *fib)
+{
+	struct {
+		u8 dst[ETH_ALEN];
+		u8 src[ETH_ALEN];
+	} macs;
+
+	__builtin_memcpy(macs.dst, fib->dmac, ETH_ALEN);
+	__builtin_memcpy(macs.src, fib->smac, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, &macs, sizeof(macs), 0);
+}
+
 static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
 	struct bpf_fib_lookup fib = {};
@@ -42,8 +55,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt4
 
 	ret = fib_lookup4(skb, pkt->saddr, pkt->daddr, 0, pkt->proto, &fib);
 	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (bpf_skb_store_bytes(skb, 0, fib.dmac, ETH_ALEN, 0) < 0 ||
-		    bpf_skb_store_bytes(skb, ETH_ALEN, fib.smac, ETH_ALEN, 0) < 0)
+		if (fib_set_macs(skb, &fib) < 0)
 			return TC_ACT_SHOT;
 		return bpf_redirect(fib.ifindex, 0);
 	}

@@ -57,17 +57,11 @@ static __always_inline int forward_rewrite(struct __sk_buff *skb, const struct i
 					   const struct bpf_fib_lookup *fib)
 {
 	u8 ttl = ip->ttl - 1;
-	struct {
-		u8 dst[ETH_ALEN];
-		u8 src[ETH_ALEN];
-	} macs;
 
-	__builtin_memcpy(macs.dst, fib->dmac, ETH_ALEN);
-	__builtin_memcpy(macs.src, fib->smac, ETH_ALEN);
 	if (bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, check),
 				bpf_htons((u16)ip->ttl << 8), bpf_htons((u16)ttl << 8), 2) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, ttl), &ttl, 1, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, 0, &macs, sizeof(macs), 0) < 0)
+	    fib_set_macs(skb, fib) < 0)
 		return -1;
 	return 0;
 }
