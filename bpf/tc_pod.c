@@ -11,7 +11,7 @@
 
 int from_pod(struct __sk_buff *skb)
 {
-	int ret = handle_pod_packet(skb, DIR_EGRESS, skb->ifindex);
+	int ret = handle_pod_packet(skb, DIR_EGRESS, skb->ifindex, NULL);
 
 	if (ret != TC_ACT_OK)
 		return ret;
@@ -20,5 +20,5 @@ int from_pod(struct __sk_buff *skb)
 
 int to_pod(struct __sk_buff *skb)
 {
-	return handle_pod_packet(skb, DIR_INGRESS, skb->ifindex);
+	return handle_pod_packet(skb, DIR_INGRESS, skb->ifindex, NULL);
 }

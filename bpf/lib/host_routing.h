@@ -75,13 +75,13 @@ static __always_inline int routable_ipv4(struct __sk_buff *skb, struct iphdr *ip
 	return ip->ttl > 1 ? 0 : -1;
 }
 
-/* Into the local pod behind host interface fib->ifindex: what to_pod does to
- * the packet (it does not run: the packet never leaves that interface), then
- * straight to the pod's side of the veth. */
+/* Into the local pod `ep` behind host interface fib->ifindex: what to_pod
+ * does to the packet (it does not run: the packet never leaves that
+ * interface), then straight to the pod's side of the veth. */
 static __always_inline int deliver_to_pod(struct __sk_buff *skb, const struct iphdr *ip,
-					  const struct bpf_fib_lookup *fib)
+					  const struct bpf_fib_lookup *fib, struct endpoint_info *ep)
 {
-	int ret = handle_pod_packet(skb, DIR_INGRESS, fib->ifindex);
+	int ret = handle_pod_packet(skb, DIR_INGRESS, fib->ifindex, ep);
 
 	if (ret != TC_ACT_OK)
 		return ret;
@@ -95,12 +95,14 @@ static __always_inline int deliver_to_pod(struct __sk_buff *skb, const struct ip
 static __always_inline int host_route_from_pod(struct __sk_buff *skb)
 {
 	struct bpf_fib_lookup fib = {};
+	struct endpoint_info *ep;
 	struct iphdr ip;
 
 	if (!WEFT_HOST_ROUTING || routable_ipv4(skb, &ip) < 0 || next_hop(skb, &ip, &fib) < 0)
 		return TC_ACT_OK;
-	if (weft_endpoints.lookup(&fib.ifindex))
-		return deliver_to_pod(skb, &ip, &fib);
+	ep = weft_endpoints.lookup(&fib.ifindex);
+	if (ep)
+		return deliver_to_pod(skb, &ip, &fib, ep);
 	if (!native_routed(ip.daddr))
 		return TC_ACT_OK;
 	if (forward_rewrite(skb, &ip, &fib) < 0)
@@ -113,15 +115,19 @@ static __always_inline int host_route_from_pod(struct __sk_buff *skb)
 static __always_inline int host_route_to_pod(struct __sk_buff *skb, int translated_here)
 {
 	struct bpf_fib_lookup fib = {};
+	struct endpoint_info *ep;
 	struct iphdr ip;
 
 	if (!WEFT_HOST_ROUTING || routable_ipv4(skb, &ip) < 0)
 		return TC_ACT_OK;
 	if (!translated_here && !native_routed(ip.saddr))
 		return TC_ACT_OK;
-	if (next_hop(skb, &ip, &fib) < 0 || !weft_endpoints.lookup(&fib.ifindex))
+	if (next_hop(skb, &ip, &fib) < 0)
 		return TC_ACT_OK;
-	return deliver_to_pod(skb, &ip, &fib);
+	ep = weft_endpoints.lookup(&fib.ifindex);
+	if (!ep)
+		return TC_ACT_OK;
+	return deliver_to_pod(skb, &ip, &fib, ep);
 }
 
 #endif

@@ -51,14 +51,16 @@ static __always_inline struct nat4 flow_nat(const struct nat4 *nat, const struct
 }
 
 /* handle_pod_packet: what Weft does to a packet leaving (DIR_EGRESS) or
- * entering (DIR_INGRESS) the pod behind host interface `ifindex`. TC_ACT_OK
- * sends it on its way, by the node's routing or by host routing
+ * entering (DIR_INGRESS) the pod behind host interface `ifindex`, whose
+ * endpoint is `known_ep` when the caller has looked it up already (else NULL).
+ * TC_ACT_OK sends it on its way, by the node's routing or by host routing
  * (lib/host_routing.h); anything else is the packet's fate already. */
-static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir, u32 ifindex)
+static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir, u32 ifindex,
+					     struct endpoint_info *known_ep)
 {
 	struct pkt4 pkt = {};
 	struct nat4 nat = {};
-	struct endpoint_info *ep = NULL; /* looked up where policy or a flow event needs it */
+	struct endpoint_info *ep = known_ep; /* else looked up where policy or a flow event needs it */
 	struct ct_entry *entry = NULL;
 	struct policy_result policy = {};
 	struct sock_lb *opened = NULL; /* the packet's socket, when connect() chose its backend */
@@ -125,7 +127,8 @@ static __always_inline int handle_pod_packet(struct __sk_buff *skb, u8 dir, u32 
 	if ((ret == CT_NEW || ret == CT_ESTABLISHED) && !hairpin && pkt.saddr != WEFT_HAIRPIN_IPV4) {
 		/* every packet that is not a reply answers to policy, so a policy
 		 * change cuts what it no longer allows at its next packet */
-		ep = weft_endpoints.lookup(&ifindex);
+		if (!ep)
+			ep = weft_endpoints.lookup(&ifindex);
 		policy_check(ep, dir, &pkt, &policy);
 		if (policy.verdict == POLICY_DENIED) {
 			struct nat4 named = flow_nat(&nat, opened);
