@@ -151,9 +151,10 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
             raise click.BadParameter(f"{socket_lb_cgroup} is not a cgroup v2 directory (it has no "
                                      "cgroup.controllers)", param_hint="--socket-lb-cgroup")
 
+    native_routing = None
     if native_routing_cidr:
         try:
-            native_routing_cidr = str(ipaddress.IPv4Network(native_routing_cidr))
+            native_routing = ipaddress.IPv4Network(native_routing_cidr)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--ipv4-native-routing-cidr") from None
 
@@ -169,7 +170,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
                                 lb_slots=lb_slot_map_size, lb_maglev=lb_maglev_map_size,
                                 lb_affinity=lb_affinity_map_size, maglev_table_size=maglev_table_size,
                                 ipcache_map_size=ipcache_map_size, policy_map_size=policy_map_size,
-                                host_routing=host_routing == "bpf", native_routing_cidr=native_routing_cidr),
+                                host_routing=host_routing == "bpf", native_routing_cidr=native_routing),
         flow_buffer=flow_buffer,
         poll_interval=poll_interval,
         cleanup_on_exit=cleanup_on_exit,

@@ -45,8 +45,8 @@ class DatapathConfig:
     policy_map_size: int = 262144
     # lib/host_routing.h: forward pod traffic in BPF (False: the node's stack routes it all)
     host_routing: bool = True
-    # addresses pods reach without the node's NAT ("" = none but local pods)
-    native_routing_cidr: str = ""
+    # addresses pods reach without the node's NAT (None: none but local pods)
+    native_routing_cidr: ipaddress.IPv4Network | None = None
 
     @property
     def pin_dir(self) -> Path:
@@ -73,12 +73,9 @@ class DatapathConfig:
         ]
 
     def _native_routing_cflags(self) -> list[str]:
-        if not self.native_routing_cidr:
+        net = self.native_routing_cidr
+        if net is None:
             return []
-        try:
-            net = ipaddress.IPv4Network(self.native_routing_cidr)
-        except ValueError as exc:
-            raise DatapathError(f"native-routing CIDR {self.native_routing_cidr!r}: {exc}") from None
         return [f"-DWEFT_NATIVE_ROUTING_NET={int(net.network_address):#010x}U",
                 f"-DWEFT_NATIVE_ROUTING_MASK={int(net.netmask):#010x}U"]
 
