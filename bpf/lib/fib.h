@@ -35,6 +35,20 @@ static __always_inline int fib_lookup4(struct __sk_buff *skb, u32 saddr, u32 dad
 	return bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
 }
 
+/* A packet about to be forwarded gets a head of its own, as the stack's
+ * forwarding gives it (skb_cow in ip_forward). A TCP sender transmits clones
+ * of the skbs it keeps for retransmission, and writing headers does not undo
+ * that (the clone's header room is its own already): a clone reaches the
+ * receiving socket still a clone, and TCP coalesces no clone into its backlog
+ * or receive queue, so every 64 KB segment of a bulk transfer stayed a queue
+ * entry of its own. bpf_skb_change_head with no room is skb_cow: it copies the
+ * head of a clone (headers only, the payload stays shared) and does nothing to
+ * any other skb. Packet pointers are stale after it. */
+static __always_inline int fib_own_head(struct __sk_buff *skb)
+{
+	return bpf_skb_change_head(skb, 0, 0);
+}
+
 /* The frame addressed to the next hop a successful lookup found. */
 static __always_inline int fib_set_macs(struct __sk_buff *skb, const struct bpf_fib_lookup *fib)
 {
@@ -55,7 +69,7 @@ static __always_inline int fib_redirect(struct __sk_buff *skb, const struct pkt4
 
 	ret = fib_lookup4(skb, pkt->saddr, pkt->daddr, 0, pkt->proto, &fib);
 	if (ret == BPF_FIB_LKUP_RET_SUCCESS) {
-		if (fib_set_macs(skb, &fib) < 0)
+		if (fib_own_head(skb) < 0 || fib_set_macs(skb, &fib) < 0)
 			return TC_ACT_SHOT;
 		return bpf_redirect(fib.ifindex, 0);
 	}

@@ -58,7 +58,8 @@ static __always_inline int forward_rewrite(struct __sk_buff *skb, const struct i
 {
 	u8 ttl = ip->ttl - 1;
 
-	if (bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, check),
+	if (fib_own_head(skb) < 0 ||
+	    bpf_l3_csum_replace(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, check),
 				bpf_htons((u16)ip->ttl << 8), bpf_htons((u16)ttl << 8), 2) < 0 ||
 	    bpf_skb_store_bytes(skb, ETH_HLEN + __builtin_offsetof(struct iphdr, ttl), &ttl, 1, 0) < 0 ||
 	    fib_set_macs(skb, fib) < 0)
