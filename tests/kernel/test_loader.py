@@ -79,6 +79,7 @@ def test_a_map_pinned_at_another_size_keeps_its_size_and_says_so():
             second.close()
         first.close()
         unpin_node(config.node, TEST_PIN_ROOT)
+        unpin_node(config.node, TEST_PIN_ROOT)
 
 
 def test_unpin_removes_every_version_of_one_node_only(tmp_path):
