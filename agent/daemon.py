@@ -198,11 +198,10 @@ class Agent:
         self.programs = PodPrograms(self.options.datapath)
         log.info("datapath compiled and loaded in %.2fs; maps pinned in %s",
                  time.monotonic() - t0, self.options.datapath.pin_dir)
-        for name, (pinned, configured) in self.programs.resized_pins(self.map_names()).items():
-            # its entries are live connections and Services: kept, at the old size
-            log.warning("%s keeps its pinned size of %d entries, not the %d configured; it is resized "
-                        "when the node's pins are removed (--cleanup-on-exit) or at an ABI upgrade",
-                        name, pinned, configured)
+        for name, differences in self.programs.pins_unlike_config(self.map_names()).items():
+            # its entries are live connections and Services: kept, as the map was made
+            log.warning("%s keeps its pinned form (%s); it is made anew when the node's pins are "
+                        "removed (--cleanup-on-exit) or at an ABI upgrade", name, "; ".join(differences))
         # an ABI upgrade: carry the previous version's entries into the new maps first
         self.migration = migrate.copy_from_previous(self.options.node_name, self.options.datapath.pin_root,
                                                     self._map_fd)

@@ -40,6 +40,10 @@ def _tcp_flags(ctx, param, value: str) -> str:
 @click.option("--pin-root", type=click.Path(path_type=Path), default=abi.PIN_ROOT, show_default=True,
               help="bpffs directory under which <node>/v<abi>/ holds the pinned maps.")
 @click.option("--ct-map-size", default=65536, show_default=True, help="Conntrack entries.")
+@click.option("--ct-map-lru", type=click.Choice(["common", "per-cpu"]), default="common", show_default=True,
+              help="The conntrack table's LRU lists: one shared by all CPUs (any CPU may use the whole "
+              "table), or one per CPU (a steadier connect() tail under connection churn, but each CPU "
+              "evicts within its own share: --ct-map-size / possible CPUs).")
 @click.option("--endpoint-map-size", default=1024, show_default=True, help="Local endpoints.")
 @click.option("--flow-ring-pages", default=256, show_default=True,
               help="Pages of the kernel flow ring buffer (a power of two).")
@@ -106,7 +110,7 @@ def _tcp_flags(ctx, param, value: str) -> str:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key, tls_client_ca, pin_root, ct_map_size,
-         endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, monitor_flags, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
+         ct_map_lru, endpoint_map_size, flow_ring_pages, monitor_aggregation, monitor_interval, monitor_flags, metrics_address, uplinks, lb_algorithm, maglev_table_size, lb_service_map_size,
          lb_backend_map_size, lb_slot_map_size, lb_maglev_map_size, lb_affinity_map_size,
          ipcache_map_size, policy_map_size, policy_audit_mode, identity_file, identity_gc_grace_period, export_file,
          export_file_max_size_mb, export_file_max_backups, export_allowlist, export_denylist, flow_buffer, poll_interval, cleanup_on_exit, socket_lb_cgroup,
@@ -165,6 +169,7 @@ def main(node_name, manifests, kubeconfig, in_cluster, listen, tls_cert, tls_key
         in_cluster=in_cluster,
         listen=listen or f"unix:///var/run/weft/{node_name}/agent.sock",
         datapath=DatapathConfig(node=node_name, pin_root=pin_root, ct_map_size=ct_map_size,
+                                ct_map_per_cpu_lru=ct_map_lru == "per-cpu",
                                 endpoint_map_size=endpoint_map_size, flow_ring_pages=flow_ring_pages,
                                 lb_services=lb_service_map_size, lb_backends=lb_backend_map_size,
                                 lb_slots=lb_slot_map_size, lb_maglev=lb_maglev_map_size,

@@ -24,6 +24,8 @@ from .unit import translation_unit
 
 log = logging.getLogger(__name__)
 
+BPF_F_NO_COMMON_LRU = 1 << 1  # uapi/linux/bpf.h: an LRU map with a list per CPU
+
 
 @dataclass(frozen=True)
 class DatapathConfig:
@@ -32,6 +34,7 @@ class DatapathConfig:
     node: str
     pin_root: Path = abi.PIN_ROOT
     ct_map_size: int = 65536
+    ct_map_per_cpu_lru: bool = False  # lib/conntrack.h: per-CPU LRU lists instead of one shared
     endpoint_map_size: int = 1024
     flow_ring_pages: int = 256  # a power of two
     lb_services: int = 65536
@@ -58,6 +61,7 @@ class DatapathConfig:
         return [
             f'-DWEFT_PIN_DIR="{self.pin_dir}"',
             f"-DWEFT_CT_MAP_SIZE={self.ct_map_size}",
+            f"-DWEFT_CT_MAP_FLAGS={'BPF_F_NO_COMMON_LRU' if self.ct_map_per_cpu_lru else 0}",
             f"-DWEFT_ENDPOINT_MAP_SIZE={self.endpoint_map_size}",
             f"-DWEFT_FLOW_RING_PAGES={self.flow_ring_pages}",
             f"-DWEFT_LB_SERVICE_MAP_SIZE={self.lb_services}",
@@ -169,18 +173,26 @@ class PodPrograms:
             self._capacity[name] = map_info(self.map_fd(name)).max_entries
         return self._capacity[name]
 
-    def resized_pins(self, names) -> dict[str, tuple[int, int]]:
-        """Maps among `names` whose pin is not the configured size: name -> (pinned, configured)."""
+    def pins_unlike_config(self, names) -> dict[str, list[str]]:
+        """Maps among `names` whose pin was created otherwise than this start
+        configures them (BCC reuses a pin as it is): name -> what differs."""
         out = {}
         for name in names:
             if name in self.SOCKET_STORAGE:  # sized by the sockets, not by a flag
                 continue
             try:
-                configured = self.table(name).max_entries
+                table = self.table(name)
             except KeyError:  # a pin this build does not define
                 continue
-            if self.capacity(name) != configured:
-                out[name] = (self.capacity(name), configured)
+            differences = []
+            if self.capacity(name) != table.max_entries:
+                differences.append(f"{self.capacity(name)} entries, not the {table.max_entries} configured")
+            pinned_lru = map_info(self.map_fd(name)).map_flags & BPF_F_NO_COMMON_LRU
+            if pinned_lru != table.flags & BPF_F_NO_COMMON_LRU:
+                differences.append(f"{'per-CPU' if pinned_lru else 'common'} LRU lists, not the "
+                                   f"{'common' if pinned_lru else 'per-CPU'} configured")
+            if differences:
+                out[name] = differences
         return out
 
     def close(self) -> None:

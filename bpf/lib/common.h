@@ -30,6 +30,9 @@
 #ifndef WEFT_CT_MAP_SIZE
 #define WEFT_CT_MAP_SIZE 65536
 #endif
+#ifndef WEFT_CT_MAP_FLAGS /* BPF_F_NO_COMMON_LRU: --ct-map-lru=per-cpu (lib/conntrack.h) */
+#define WEFT_CT_MAP_FLAGS 0
+#endif
 #ifndef WEFT_ENDPOINT_MAP_SIZE
 #define WEFT_ENDPOINT_MAP_SIZE 1024
 #endif

@@ -71,7 +71,8 @@ def test_a_map_pinned_at_another_size_keeps_its_size_and_says_so():
         second = PodPrograms(smaller)
         assert second.table("weft_ct").max_entries == 2048, "BCC reports the size compiled in"
         assert second.capacity("weft_ct") == 4096
-        assert second.resized_pins(["weft_ct", "weft_endpoints"]) == {"weft_ct": (4096, 2048)}
+        assert second.pins_unlike_config(["weft_ct", "weft_endpoints"]) == {
+            "weft_ct": ["4096 entries, not the 2048 configured"]}
         found = lookup_all(second.table("weft_ct"))
         assert found is not None and found[2] == 3000, "every entry read, beyond the configured size"
     finally:
@@ -79,6 +80,36 @@ def test_a_map_pinned_at_another_size_keeps_its_size_and_says_so():
             second.close()
         first.close()
         unpin_node(config.node, TEST_PIN_ROOT)
+
+
+def test_per_cpu_lru_lists_reach_the_kernel_and_a_restart_says_when_the_pin_differs():
+    """--ct-map-lru=per-cpu: the kernel's conntrack map has a list per CPU and
+    tracks connections as before; a restart configured otherwise keeps the
+    pin (its entries are live connections) and names the difference."""
+    from agent.datapath.loader import BPF_F_NO_COMMON_LRU, DatapathConfig, PodPrograms
+    from agent.datapath.maps import lookup_all, map_info
+
+    config = DatapathConfig(node=f"lru-{uuid.uuid4().hex[:6]}", pin_root=TEST_PIN_ROOT, ct_map_size=4096,
+                            ct_map_per_cpu_lru=True)
+    first = PodPrograms(config)
+    second = None
+    try:
+        ct = first.table("weft_ct")
+        assert map_info(first.map_fd("weft_ct")).map_flags & BPF_F_NO_COMMON_LRU
+        for port in range(100):  # within one CPU's share on a node of up to 40 possible CPUs
+            key = ct.Key()
+            key.sport, key.proto = port, 6
+            ct[key] = ct.Leaf()
+        found = lookup_all(ct)
+        assert found is not None and found[2] == 100
+        assert first.pins_unlike_config(["weft_ct"]) == {}
+        second = PodPrograms(DatapathConfig(node=config.node, pin_root=TEST_PIN_ROOT, ct_map_size=4096))
+        assert second.pins_unlike_config(["weft_ct"]) == {
+            "weft_ct": ["per-CPU LRU lists, not the common configured"]}
+    finally:
+        if second is not None:
+            second.close()
+        first.close()
         unpin_node(config.node, TEST_PIN_ROOT)
 
 
