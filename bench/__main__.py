@@ -13,12 +13,13 @@ import platform
 import sys
 import time
 
-from . import datapaths, flows, lb, policy
+from . import conntrack, datapaths, flows, lb, policy
 
-BENCHMARKS = {"lb": lb.run, "policy": policy.run, "datapaths": datapaths.run, "flows": flows.run}
+BENCHMARKS = {"lb": lb.run, "policy": policy.run, "conntrack": conntrack.run, "datapaths": datapaths.run,
+              "flows": flows.run}
 # benchmark id -> the (benchmark, its result's key) that hold its figures
 FIGURES = {
-    "B1": [("lb", "lb-packet"), ("policy", "policy-packet")],
+    "B1": [("lb", "lb-packet"), ("policy", "policy-packet"), ("conntrack", "ct-insert")],
     "B2": [("datapaths", "B2")], "B3": [("datapaths", "B3")], "B4": [("datapaths", "B4")],
     "B5": [("datapaths", "B5")],
     "B6": [("datapaths", "B6"), ("lb", "lb-sync"), ("policy", "policy-sync"), ("policy", "policy-change")],
