@@ -17,6 +17,16 @@ def summarize(samples: list[float]) -> dict:
             "spread": round(spread, 3), "noisy": spread > 0.2}
 
 
+def percentile(samples: list[int], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def rotated(items: list, rep: int) -> list:
+    """`items` started `rep` places further on: peers take turns at going first."""
+    return items[rep % len(items):] + items[:rep % len(items)]
+
+
 def table(title: str, header: list[str], rows: list[list]) -> str:
     cells = [header] + [[f"{c:.3g}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

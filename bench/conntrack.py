@@ -16,15 +16,11 @@ from __future__ import annotations
 from agent.datapath.testrun import test_run
 from tests import packets as pk
 
-from .common import scratch_datapath, summarize, table
+from .common import percentile, rotated, scratch_datapath, summarize, table
 
 KINDS = {"common": False, "per-cpu": True}
 STATES = ("fresh", "churned")
 QUANTILES = {"p50": 0.5, "p99": 0.99, "p999": 0.999}
-
-
-def percentile(sorted_samples: list[int], q: float) -> int:
-    return sorted_samples[min(len(sorted_samples) - 1, int(q * len(sorted_samples)))]
 
 
 def new_connections(fd: int, first: int, count: int) -> list[int]:
@@ -34,7 +30,7 @@ def new_connections(fd: int, first: int, count: int) -> list[int]:
         syn = pk.tcp_packet(f"10.250.{(a >> 16) & 255}.2", f"10.240.{(a >> 8) & 255}.{a & 255}",
                             1024 + a % 60000, 8080)
         out.append(test_run(fd, syn, 1).duration_ns)
-    return sorted(out)
+    return out
 
 
 def insert_tail(size: int, per_cpu: bool, measured: int) -> dict[str, dict[str, int]]:
@@ -51,7 +47,7 @@ def run(quick: bool) -> dict:
     size, runs, measured = (16384, 3, 5000) if quick else (65536, 5, 20000)
     samples = {kind: {state: {q: [] for q in QUANTILES} for state in STATES} for kind in KINDS}
     for rep in range(runs):
-        for kind in (list(KINDS) if rep % 2 == 0 else list(KINDS)[::-1]):
+        for kind in rotated(list(KINDS), rep):
             for state, figures in insert_tail(size, KINDS[kind], measured).items():
                 for q, v in figures.items():
                     samples[kind][state][q].append(v)

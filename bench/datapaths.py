@@ -21,19 +21,10 @@ import random
 import time
 
 from . import kubeproxy, netlab, peers, traffic
-from .common import summarize, table
+from .common import percentile, rotated, summarize, table
 
 SCALES, QUICK_SCALES = [100, 1000, 10000, 30000], [100, 1000]
 POSITIONS = ("first", "random", "last")
-
-
-def percentile(samples: list[int], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def rotated(items: list, rep: int) -> list:
-    return items[rep % len(items):] + items[:rep % len(items)]
 
 
 def probed(services: list[kubeproxy.Service], n: int) -> dict[str, kubeproxy.Service]:
