@@ -19,7 +19,7 @@ from bpf import SOURCE_DIR
 
 from . import abi, cgroup
 from .errors import CompileError, DatapathError
-from .maps import map_info
+from .maps import MapInfo, map_info
 from .unit import translation_unit
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class PodPrograms:
         from bcc import BPF
 
         self.config = config
-        self._capacity: dict[str, int] = {}
+        self._pinned: dict[str, MapInfo] = {}
         config.pin_dir.mkdir(parents=True, exist_ok=True)
         self.bpf = compile_source(self.SOURCES, config.cflags())
         try:
@@ -165,13 +165,17 @@ class PodPrograms:
             raise KeyError(name)
         return fd
 
+    def pinned(self, name: str) -> MapInfo:
+        """The map as the kernel made it. A map pinned by an earlier start keeps
+        its size and flags whatever this start is configured with, and BCC
+        reports the configured ones, not the pin's."""
+        if name not in self._pinned:
+            self._pinned[name] = map_info(self.map_fd(name))
+        return self._pinned[name]
+
     def capacity(self, name: str) -> int:
-        """Entries the map holds in the kernel. A map pinned by an earlier start
-        keeps its size whatever this start is configured with, and BCC reports
-        the configured size, not the pin's."""
-        if name not in self._capacity:
-            self._capacity[name] = map_info(self.map_fd(name)).max_entries
-        return self._capacity[name]
+        """Entries the map holds in the kernel (see pinned)."""
+        return self.pinned(name).max_entries
 
     def pins_unlike_config(self, names) -> dict[str, list[str]]:
         """Maps among `names` whose pin was created otherwise than this start
@@ -184,10 +188,11 @@ class PodPrograms:
                 table = self.table(name)
             except KeyError:  # a pin this build does not define
                 continue
+            pinned = self.pinned(name)
             differences = []
-            if self.capacity(name) != table.max_entries:
-                differences.append(f"{self.capacity(name)} entries, not the {table.max_entries} configured")
-            pinned_lru = map_info(self.map_fd(name)).map_flags & BPF_F_NO_COMMON_LRU
+            if pinned.max_entries != table.max_entries:
+                differences.append(f"{pinned.max_entries} entries, not the {table.max_entries} configured")
+            pinned_lru = pinned.map_flags & BPF_F_NO_COMMON_LRU
             if pinned_lru != table.flags & BPF_F_NO_COMMON_LRU:
                 differences.append(f"{'per-CPU' if pinned_lru else 'common'} LRU lists, not the "
                                    f"{'common' if pinned_lru else 'per-CPU'} configured")
